@@ -1,0 +1,53 @@
+"""hf_vit_rollout: where did a Vision Transformer look?
+
+Attention Rollout, gradient rollout, Chefer et al.'s GAE and exact Attention Flow for any
+Hugging Face ViT-family checkpoint.
+
+>>> from hf_vit_rollout import RolloutExplainer
+>>> explainer = RolloutExplainer.from_pretrained("demo")          # doctest: +SKIP
+>>> explanation = explainer("cat.jpg")                            # doctest: +SKIP
+>>> explanation.overlay().save("cat_rollout.png")                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .capture import AttentionCapture, CaptureError
+from .errors import InputError, TargetError, UnsupportedModelError
+from .explainer import DEMO_MODEL, RolloutExplainer, demo_model_path
+from .explanation import Explanation
+from .methods import (
+    METHODS,
+    attention_flow,
+    attention_rollout,
+    discard_lowest,
+    fuse_heads,
+    gae,
+    gradient_rollout,
+)
+from .tokens import TokenLayout
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "DEMO_MODEL",
+    "METHODS",
+    "AttentionCapture",
+    "CaptureError",
+    "Explanation",
+    "InputError",
+    "RolloutExplainer",
+    "TargetError",
+    "TokenLayout",
+    "UnsupportedModelError",
+    "attention_flow",
+    "attention_rollout",
+    "demo_model_path",
+    "discard_lowest",
+    "fuse_heads",
+    "gae",
+    "gradient_rollout",
+]

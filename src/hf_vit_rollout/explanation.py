@@ -1,0 +1,83 @@
+"""Typed explanation results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import viz
+
+
+@dataclass
+class Explanation:
+    """Where the model looked, for one image and one target.
+
+    Attributes:
+        image: the input as an RGB ``PIL.Image`` (original size).
+        mask: ``(grid_h, grid_w)`` float32 patch relevance, scaled so its maximum is 1 (all zeros if
+            no patch received relevance).
+        heatmap: ``(H, W)`` float32 mask upsampled (bilinear) onto the original image; zero outside
+            the region the processor fed to the model (e.g. cut away by a centre crop).
+        method: the method's registry name (``"rollout"``, ``"grad_rollout"``, ``"gae"``, ``"flow"``).
+        target: explained class index, or ``None`` for class-agnostic methods.
+        label: name of ``target`` (or of the predicted class for class-agnostic methods), if the model
+            has a classifier.
+        score: probability of ``label`` (softmax, or sigmoid for multi-label models), if any.
+        predicted: the model's top class index, if it has a classifier.
+        token_relevance: ``(N,)`` float32 raw relevance of every token, prefix tokens included.
+        params: the settings used (head_fusion, discard_ratio, ...).
+    """
+
+    image: Image.Image
+    mask: np.ndarray
+    heatmap: np.ndarray
+    method: str
+    target: int | None = None
+    label: str | None = None
+    score: float | None = None
+    predicted: int | None = None
+    token_relevance: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def overlay(self, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
+        """The heat-map, colour-mapped with a matplotlib ``colormap``, blended onto the image."""
+        return viz.overlay(self.image, self.heatmap, colormap, alpha)
+
+    @property
+    def title(self) -> str:
+        """Short description: method, label and score."""
+        parts = [self.method]
+        if self.label is not None:
+            parts.append(self.label if self.target is not None else f"pred: {self.label}")
+        if self.score is not None:
+            parts.append(f"{self.score:.2f}")
+        return " · ".join(parts)
+
+    def plot(self, colormap: str = "jet", alpha: float = 0.5, axes=None):
+        """Image, heat-map with colour bar, and overlay side by side (matplotlib).
+
+        Args:
+            axes: three matplotlib axes to draw on; a new figure is made if ``None``.
+
+        Returns:
+            The matplotlib ``Figure``.
+        """
+        import matplotlib.pyplot as plt
+
+        if axes is None:
+            fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), constrained_layout=True)
+        else:
+            fig = axes[0].figure
+        axes[0].imshow(self.image)
+        axes[0].set_title("image")
+        shown = axes[1].imshow(self.heatmap, cmap=colormap, vmin=0, vmax=1)
+        axes[1].set_title("heat-map")
+        fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+        axes[2].imshow(self.overlay(colormap, alpha))
+        axes[2].set_title(self.title)
+        for ax in axes:
+            ax.axis("off")
+        return fig

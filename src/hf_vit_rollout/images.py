@@ -1,0 +1,196 @@
+"""Turn whatever a user passes as an image into an RGB ``PIL.Image``, or say precisely why not.
+
+Accepted: a path (``str`` / ``os.PathLike``), an ``http(s)://`` URL, a ``PIL.Image`` in any mode, a
+numpy array ``(H, W)`` / ``(H, W, C)`` with ``C`` in 1, 3, 4 (uint8, uint16, bool is refused, float
+in ``[0, 1]``), a torch tensor ``(C, H, W)`` (uint8 or float in ``[0, 1]``), or a list of those.
+A ``(B, C, H, W)`` tensor counts as ``B`` images.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+#: Refuse images with more pixels than this (decompression-bomb guard), 64 megapixels (e.g. 8000 × 8000).
+MAX_PIXELS = 64_000_000
+
+
+def _describe(obj) -> str:
+    return type(obj).__module__ + "." + type(obj).__qualname__
+
+
+def _check_size(width: int, height: int, where: str) -> None:
+    if width < 1 or height < 1:
+        raise InputError(f"{where} is empty ({width}×{height} pixels); pass an image with at least one pixel")
+    if width * height > MAX_PIXELS:
+        raise InputError(
+            f"{where} has {width}×{height} = {width * height:,} pixels, more than the limit of {MAX_PIXELS:,} "
+            "(decompression-bomb guard); downscale it first or raise hf_vit_rollout.images.MAX_PIXELS"
+        )
+
+
+def _open_bytes(data: bytes | str | os.PathLike, where: str) -> Image.Image:
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                _check_size(img.width, img.height, where)
+                img.load()
+                return img.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{where} is too large to decode safely (decompression-bomb guard): {exc}") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{where} is not an image file PIL can read (PNG, JPEG, TIFF, BMP, WebP, ...)") from None
+    except OSError as exc:
+        raise InputError(f"{where} could not be decoded; the file is truncated or corrupt ({exc})") from None
+
+
+def _load_path(path: str | os.PathLike) -> Image.Image:
+    text = os.fspath(path)
+    if text.startswith(("http://", "https://")):
+        return _open_bytes(_download(text), f"image at {text}")
+    if not os.path.exists(text):
+        raise FileNotFoundError(f"image file not found: {text!r}")
+    if os.path.isdir(text):
+        raise InputError(f"{text!r} is a directory; pass image files (e.g. sorted(Path(dir).glob('*.jpg')))")
+    return _open_bytes(text, f"file {text!r}")
+
+
+def _download(url: str) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=20) as response:  # noqa: S310 - http(s) only, checked above
+            return response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise InputError(
+            f"could not download {url} ({exc}); if this machine is offline, download the image elsewhere "
+            "and pass its file path"
+        ) from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode → RGB. Transparent pixels are composited over white; 16-bit and float images are
+    scaled by their own range."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        return Image.fromarray(_float_to_uint8(arr, f"{img.mode} image")).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _float_to_uint8(arr: np.ndarray, where: str) -> np.ndarray:
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{where} contains NaN or infinite values")
+    lo, hi = float(arr.min()), float(arr.max())
+    scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def _from_array(arr: np.ndarray, where: str) -> Image.Image:
+    if arr.dtype == bool or arr.dtype.kind not in "uif":
+        raise InputError(f"{where} has dtype {arr.dtype}; pass uint8 (0-255) or float (0-1) pixels")
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
+        raise InputError(
+            f"{where} has shape {arr.shape}, which looks channels-first; numpy images are (H, W, C): "
+            "use arr.transpose(1, 2, 0)"
+        )
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise InputError(f"{where} has shape {arr.shape}; expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
+    _check_size(arr.shape[1], arr.shape[0], where)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"{where} contains NaN or infinite values")
+        if arr.min() < 0 or arr.max() > 1:
+            raise InputError(
+                f"{where} is a float array with values in [{arr.min():.3g}, {arr.max():.3g}]; float pixels "
+                "must lie in [0, 1] (divide uint8-range values by 255)"
+            )
+        arr = np.round(arr * 255).astype(np.uint8)
+    elif arr.dtype == np.uint16:
+        arr = (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        if arr.min() < 0 or arr.max() > 255:
+            raise InputError(f"{where} has integer values outside 0-255; pass uint8 pixels")
+        arr = arr.astype(np.uint8)
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    return _to_rgb(img)
+
+
+def _tensor_images(tensor, where: str) -> list[Image.Image]:
+    t = tensor.detach().cpu()
+    if t.dim() == 4:
+        return [_from_tensor(x, f"{where}[{i}]") for i, x in enumerate(t)]
+    return [_from_tensor(t, where)]
+
+
+def _from_tensor(t, where: str) -> Image.Image:
+    if t.dim() == 2:
+        t = t.unsqueeze(0)
+    if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+        raise InputError(
+            f"{where} is a tensor of shape {tuple(t.shape)}; expected (C, H, W) or (B, C, H, W) with C in 1, 3, 4"
+        )
+    if t.is_floating_point():
+        t = t.float()
+    return _from_array(t.permute(1, 2, 0).numpy(), where)
+
+
+def load_image(image, where: str = "image") -> Image.Image:
+    """One input → RGB ``PIL.Image``.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        InputError: anything else that is not a usable image, with the reason and what to do.
+    """
+    if isinstance(image, Image.Image):
+        _check_size(image.width, image.height, where)
+        try:
+            return _to_rgb(image)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{where}: PIL image in mode {image.mode!r} could not be converted to RGB: {exc}") from None
+    if isinstance(image, (str, os.PathLike)):
+        return _to_rgb(_load_path(image))
+    if isinstance(image, np.ndarray):
+        return _from_array(image, where)
+    if _is_tensor(image):
+        images = _tensor_images(image, where)
+        if len(images) != 1:
+            raise InputError(f"{where} is a batch of {len(images)} images; pass it as the whole input")
+        return images[0]
+    raise InputError(
+        f"{where} is a {_describe(image)}; pass a file path, PIL.Image, numpy (H, W, C) array or torch (C, H, W) tensor"
+    )
+
+
+def _is_tensor(obj) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "detach")
+
+
+def load_images(images) -> tuple[list[Image.Image], bool]:
+    """Inputs → ``(list of RGB images, was_single)``. ``was_single`` tells whether to return one result."""
+    if _is_tensor(images) and images.dim() == 4:
+        if images.shape[0] == 0:
+            raise InputError("got an empty batch tensor; pass at least one image")
+        return _tensor_images(images, "images"), False
+    if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
+        if len(images) == 0:
+            raise InputError("got an empty list of images; pass at least one image")
+        return [load_image(x, f"images[{i}]") for i, x in enumerate(images)], False
+    return [load_image(images)], True

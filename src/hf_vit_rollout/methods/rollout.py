@@ -1,0 +1,151 @@
+"""Attention Rollout (Abnar & Zuidema, 2020) as pure functions over tensors.
+
+Conventions used throughout the package:
+
+* ``B`` batch, ``H`` heads, ``N`` tokens (prefix tokens first, then patches row by row).
+* An attention map ``A[b, h, i, j]`` is how much query token ``i`` reads from key token ``j``;
+  rows (last axis) sum to one.
+* The *rollout matrix* ``R = Â_L ··· Â_2 Â_1`` with ``Â_l = norm(0.5·fuse(A_l) + 0.5·I)`` tells how
+  much of token ``i`` at the output came from input token ``j``: ``R[b, i, j]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+HEAD_FUSIONS = ("mean", "min", "max")
+
+
+def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
+    """Fuse the heads of one layer's attention.
+
+    Args:
+        attention: ``(B, H, N, N)`` tensor.
+        head_fusion: ``"mean"``, ``"min"`` or ``"max"`` over the head axis.
+
+    Returns:
+        ``(B, N, N)`` tensor.
+    """
+    if head_fusion == "mean":
+        return attention.mean(dim=1)
+    if head_fusion == "max":
+        return attention.amax(dim=1)
+    if head_fusion == "min":
+        return attention.amin(dim=1)
+    raise ValueError(f"unknown head_fusion {head_fusion!r}; choose one of {', '.join(HEAD_FUSIONS)}")
+
+
+def discard_lowest(fused: torch.Tensor, discard_ratio: float, keep_index: int | None = 0) -> torch.Tensor:
+    """Zero the ``discard_ratio`` fraction of smallest entries of each sample's ``(N, N)`` map.
+
+    This is the original tool's ``discard_ratio`` done per sample (the original indexed sample 0
+    only): ``floor(N·N·discard_ratio)`` entries with the lowest values are set to zero, except the
+    entry ``[keep_index, keep_index]`` (the class token attending to itself), which is never
+    discarded, as in the original.
+
+    Args:
+        fused: ``(B, N, N)`` head-fused attention (not modified).
+        discard_ratio: fraction in ``[0, 1)``.
+        keep_index: token whose self-attention is protected; ``None`` protects nothing.
+
+    Returns:
+        ``(B, N, N)`` tensor, a copy.
+    """
+    if discard_ratio <= 0:
+        return fused
+    batch, n, _ = fused.shape
+    flat = fused.reshape(batch, n * n)
+    k = int(n * n * discard_ratio)
+    if k == 0:
+        return fused
+    _, lowest = torch.topk(flat, k, dim=-1, largest=False)
+    out = flat.clone()
+    out.scatter_(-1, lowest, 0.0)
+    if keep_index is not None:
+        protected = keep_index * n + keep_index
+        out[:, protected] = flat[:, protected]
+    return out.reshape(batch, n, n)
+
+
+def add_residual_and_normalize(fused: torch.Tensor) -> torch.Tensor:
+    """``Â = (0.5·A + 0.5·I)`` with rows renormalised to sum to one.
+
+    The row sum is taken with ``keepdim=True``: the original's ``a / a.sum(dim=-1)`` broadcast the
+    sums along the wrong axis and divided *columns*.
+
+    Args:
+        fused: ``(B, N, N)`` non-negative map.
+
+    Returns:
+        ``(B, N, N)`` row-stochastic map.
+    """
+    n = fused.shape[-1]
+    eye = torch.eye(n, dtype=fused.dtype, device=fused.device)
+    a = 0.5 * fused + 0.5 * eye
+    return a / a.sum(dim=-1, keepdim=True)
+
+
+def rollout_layer(
+    attention: torch.Tensor,
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    keep_index: int | None = 0,
+) -> torch.Tensor:
+    """One layer's residual-adjusted, head-fused, row-stochastic map ``Â_l``.
+
+    Args:
+        attention: ``(B, H, N, N)``.
+
+    Returns:
+        ``(B, N, N)``.
+    """
+    fused = fuse_heads(attention.float(), head_fusion)
+    fused = discard_lowest(fused, discard_ratio, keep_index)
+    return add_residual_and_normalize(fused)
+
+
+def chain_layers(layers: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Product ``Â_L ··· Â_1`` of per-layer ``(B, N, N)`` maps given first layer first."""
+    if not layers:
+        raise ValueError("no attention layers were given")
+    result = layers[0]
+    for a in layers[1:]:
+        result = torch.bmm(a, result)
+    return result
+
+
+def attention_rollout(
+    attentions: Sequence[torch.Tensor],
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    keep_index: int | None = 0,
+) -> torch.Tensor:
+    """Attention Rollout.
+
+    Args:
+        attentions: one ``(B, H, N, N)`` tensor per layer, first layer first.
+        head_fusion: ``"mean"``, ``"min"`` or ``"max"``.
+        discard_ratio: fraction of the weakest fused attentions zeroed in each layer, in ``[0, 1)``.
+        keep_index: token whose self-attention is never discarded (the class token), or ``None``.
+
+    Returns:
+        ``(B, N, N)`` rollout matrix ``R = Â_L ··· Â_1``; row ``i`` is the relevance of every input
+        token for output token ``i`` (rows sum to one).
+    """
+    return chain_layers([rollout_layer(a, head_fusion, discard_ratio, keep_index) for a in attentions])
+
+
+def token_relevance(rollout: torch.Tensor, output_weights: torch.Tensor) -> torch.Tensor:
+    """Relevance of every input token for a weighted set of output tokens.
+
+    Args:
+        rollout: ``(B, N, N)`` rollout matrix.
+        output_weights: ``(N,)`` weights of the output tokens, e.g. one-hot on the class token, or
+            uniform over patch tokens for mean-pooled models.
+
+    Returns:
+        ``(B, N)``: ``output_weights @ rollout[b]``.
+    """
+    return torch.einsum("i,bij->bj", output_weights.to(rollout.dtype), rollout)

@@ -1,0 +1,47 @@
+"""Colour maps and blending: heat-maps as RGB arrays and PIL overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """``(H, W)`` values in ``[0, 1]`` → ``(H, W, 3)`` uint8 RGB through a matplotlib colormap.
+
+    Raises:
+        ValueError: for a colormap name matplotlib does not know (the message lists how to find one).
+    """
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[colormap]
+    except KeyError:
+        raise ValueError(
+            f"unknown colormap {colormap!r}; use a matplotlib name such as 'jet', 'viridis', 'inferno', 'turbo' "
+            "(see matplotlib.colormaps)"
+        ) from None
+    rgba = cmap(np.clip(np.asarray(heatmap, dtype=np.float64), 0.0, 1.0))
+    return np.round(rgba[..., :3] * 255).astype(np.uint8)
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
+    """Blend a colour-mapped ``(H, W)`` heat-map onto an RGB image of the same size.
+
+    Args:
+        image: RGB ``PIL.Image`` of size ``(W, H)``.
+        heatmap: ``(H, W)`` float array in ``[0, 1]``.
+        colormap: matplotlib colormap name.
+        alpha: weight of the heat-map, in ``[0, 1]``.
+
+    Returns:
+        RGB ``PIL.Image``.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    if base.shape[:2] != heatmap.shape:
+        raise ValueError(f"heat-map shape {heatmap.shape} does not match image size {base.shape[:2]}")
+    colour = colorize(heatmap, colormap).astype(np.float32)
+    blended = (1.0 - alpha) * base + alpha * colour
+    return Image.fromarray(np.round(blended).astype(np.uint8))

@@ -1,0 +1,206 @@
+"""The pure math against plain, obviously-correct loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hf_vit_rollout.methods import (
+    add_residual_and_normalize,
+    attention_rollout,
+    chain_layers,
+    discard_lowest,
+    fuse_heads,
+    gae,
+    gradient_rollout,
+    rollout_layer,
+)
+from hf_vit_rollout.methods.chain import ChainFold
+
+
+def random_attention(batch=2, heads=3, tokens=7, layers=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, tokens, tokens, generator=g).mul(2).softmax(-1) for _ in range(layers)]
+
+
+def random_grads(attentions, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(a.shape, generator=g) for a in attentions]
+
+
+# ----------------------------------------------------------------------------- reference loops
+def ref_fuse(a: np.ndarray, fusion: str) -> np.ndarray:  # a: (H, N, N)
+    heads, n, _ = a.shape
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            values = [a[h, i, j] for h in range(heads)]
+            out[i, j] = {"mean": sum(values) / heads, "min": min(values), "max": max(values)}[fusion]
+    return out
+
+
+def ref_layer(fused: np.ndarray, ratio: float) -> np.ndarray:
+    n = fused.shape[0]
+    flat = fused.flatten().copy()
+    k = int(n * n * ratio)
+    order = sorted(range(n * n), key=lambda idx: flat[idx])[:k]
+    for idx in order:
+        if idx != 0:  # the class token's self-attention is kept
+            flat[idx] = 0.0
+    a = flat.reshape(n, n)
+    a = 0.5 * a + 0.5 * np.eye(n)
+    for i in range(n):
+        a[i, :] = a[i, :] / sum(a[i, :])
+    return a
+
+
+def ref_rollout(attentions, fusion, ratio, grads=None, rule="rollout"):
+    batch, _, n, _ = attentions[0].shape
+    out = np.zeros((batch, n, n))
+    for b in range(batch):
+        result = np.eye(n)
+        for layer, att in enumerate(attentions):
+            a = att[b].double().numpy()
+            if rule == "rollout":
+                m = ref_layer(ref_fuse(a, fusion), ratio)
+            elif rule == "grad":
+                weighted = ref_fuse(a * grads[layer][b].double().numpy(), fusion)
+                m = ref_layer(np.maximum(weighted, 0), ratio)
+            else:  # gae: R <- R + mean_h(max(grad * A, 0)) @ R
+                cam = ref_fuse(np.maximum(a * grads[layer][b].double().numpy(), 0), fusion)
+                result = result + cam @ result
+                continue
+            result = m @ result
+        out[b] = result
+    return out
+
+
+# ----------------------------------------------------------------------------- rollout
+@pytest.mark.parametrize("fusion", ["mean", "min", "max"])
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.9])
+def test_rollout_matches_reference_loop(fusion, ratio):
+    attentions = random_attention()
+    ours = attention_rollout(attentions, head_fusion=fusion, discard_ratio=ratio).double().numpy()
+    np.testing.assert_allclose(ours, ref_rollout(attentions, fusion, ratio), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion", ["mean", "min", "max"])
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 0.95])
+def test_each_layer_is_row_stochastic_after_residual(fusion, ratio):
+    for attention in random_attention(tokens=9):
+        layer = rollout_layer(attention, fusion, ratio)
+        torch.testing.assert_close(layer.sum(-1), torch.ones(layer.shape[:2]))
+        assert (layer >= 0).all()
+
+
+def test_rollout_rows_sum_to_one():
+    result = attention_rollout(random_attention(tokens=11, layers=6), discard_ratio=0.5)
+    torch.testing.assert_close(result.sum(-1), torch.ones(result.shape[:2]))
+
+
+def test_normalisation_is_over_rows_not_columns():
+    """The original's ``a / a.sum(dim=-1)`` (no keepdim) divides column j by row j's sum."""
+    fused = fuse_heads(random_attention(batch=1, tokens=5, layers=1)[0])
+    fused = discard_lowest(fused, 0.6)  # rows no longer sum to one
+    a = 0.5 * fused + 0.5 * torch.eye(5)
+    buggy = a / a.sum(dim=-1)
+    ours = add_residual_and_normalize(fused)
+    assert not torch.allclose(buggy, ours)
+    torch.testing.assert_close(ours.sum(-1), torch.ones(1, 5))
+    torch.testing.assert_close(ours, a / a.sum(dim=-1, keepdim=True))
+
+
+def test_discard_is_per_sample_and_protects_class_token():
+    fused = torch.rand(3, 6, 6)
+    fused[1] *= 100  # a different scale per sample must not change which entries each sample drops
+    out = discard_lowest(fused, 0.5)
+    for b in range(3):
+        assert (out[b] == 0).sum() == 18 - (1 if fused[b].flatten().argsort()[:18].eq(0).any() else 0)
+    tiny = torch.ones(1, 4, 4)
+    tiny[0, 0, 0] = 1e-9  # the lowest value sits on the protected entry
+    assert discard_lowest(tiny, 0.5)[0, 0, 0] == pytest.approx(1e-9)
+
+
+def test_discard_zero_is_identity_and_fusion_of_identical_heads():
+    attention = random_attention(batch=1, heads=1, layers=1)[0]
+    stacked = attention.repeat(1, 5, 1, 1)
+    for fusion in ("mean", "min", "max"):
+        torch.testing.assert_close(fuse_heads(stacked, fusion), attention[:, 0])
+    fused = fuse_heads(attention)
+    assert discard_lowest(fused, 0.0) is fused
+
+
+def test_unknown_fusion_is_rejected():
+    with pytest.raises(ValueError, match="head_fusion"):
+        fuse_heads(torch.rand(1, 2, 3, 3), "median")
+
+
+# ----------------------------------------------------------------------------- gradient methods
+@pytest.mark.parametrize("fusion", ["mean", "max"])
+@pytest.mark.parametrize("ratio", [0.0, 0.5])
+def test_gradient_rollout_matches_reference_loop(fusion, ratio):
+    attentions = random_attention()
+    grads = random_grads(attentions)
+    ours = gradient_rollout(attentions, grads, head_fusion=fusion, discard_ratio=ratio).double().numpy()
+    np.testing.assert_allclose(ours, ref_rollout(attentions, fusion, ratio, grads, "grad"), rtol=1e-5, atol=1e-6)
+
+
+def test_gae_matches_chefer_update_rule():
+    attentions = random_attention(tokens=6, layers=5)
+    grads = random_grads(attentions)
+    ours = gae(attentions, grads).double().numpy()
+    np.testing.assert_allclose(ours, ref_rollout(attentions, "mean", 0.0, grads, "gae"), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_are_paired_with_their_own_layer():
+    """Zipping forward-ordered maps with backward-ordered gradients gives a different answer."""
+    attentions = random_attention(layers=3)
+    grads = random_grads(attentions)
+    right = gradient_rollout(attentions, grads, discard_ratio=0.0)
+    reversed_pairing = gradient_rollout(attentions, grads[::-1], discard_ratio=0.0)
+    assert not torch.allclose(right, reversed_pairing, atol=1e-4)
+    assert not torch.allclose(gae(attentions, grads), gae(attentions, grads[::-1]), atol=1e-4)
+
+
+def test_gradient_shapes_must_match():
+    attentions = random_attention(layers=2)
+    with pytest.raises(ValueError, match="one per layer"):
+        gradient_rollout(attentions, random_grads(attentions)[:1])
+    with pytest.raises(ValueError, match="differ in shape"):
+        gae(attentions, [g[:, :2] for g in random_grads(attentions)])
+
+
+def test_batch_entries_are_independent():
+    attentions = random_attention(batch=4)
+    grads = random_grads(attentions)
+    full = gradient_rollout(attentions, grads, discard_ratio=0.7)
+    for b in range(4):
+        single = gradient_rollout([a[b : b + 1] for a in attentions], [g[b : b + 1] for g in grads], discard_ratio=0.7)
+        torch.testing.assert_close(full[b : b + 1], single)
+
+
+# ----------------------------------------------------------------------------- streaming accumulation
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_chain_fold_equals_full_product_whatever_the_arrival_order(direction):
+    layers = [rollout_layer(a) for a in random_attention(layers=5)]
+    weights = torch.zeros(7)
+    weights[0] = 1.0
+    expected = chain_layers(layers)[:, 0]
+    orders = {"forward": [0, 1, 2, 3, 4], "backward": [4, 3, 2, 1, 0]}
+    for order in (orders[direction], [2, 0, 4, 1, 3]):
+        fold = ChainFold(weights, direction)
+        if direction == "backward":
+            fold.start_backward(5)
+        for layer in order:
+            fold.add(layer, layers[layer])
+        torch.testing.assert_close(fold.relevance(5), expected)
+
+
+def test_chain_fold_refuses_incomplete_chains():
+    fold = ChainFold(torch.ones(3) / 3, "forward")
+    fold.add(0, torch.eye(3)[None])
+    with pytest.raises(RuntimeError, match="incomplete"):
+        fold.relevance(2)
+    with pytest.raises(ValueError, match="twice"):
+        fold.add(0, torch.eye(3)[None])
