@@ -295,3 +295,15 @@ def test_batches_are_split_by_batch_size(checkpoint, images):
     big = RolloutExplainer.from_pretrained(checkpoint("vit"), batch_size=8)
     for a, b in zip(small(images * 2), big(images * 2)):
         np.testing.assert_allclose(a.mask, b.mask, rtol=1e-4, atol=1e-5)
+
+
+def test_relevance_maps_on_preprocessed_inputs(explainers, images):
+    explainer = explainers("vit")
+    pixels = explainer.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    maps = explainer.relevance_maps(pixels, target=1, method="gae")
+    assert maps.shape == (3, 4, 4)
+    for image, row in zip(images, maps):
+        expected = explainer(image, target=1, method="gae").mask
+        np.testing.assert_allclose((row / row.max()).numpy(), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        explainer.relevance_maps(pixels[0])

@@ -32,6 +32,19 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+
+def _register_pipeline() -> None:
+    """Make ``transformers.pipeline("vit-explanation", ...)`` available on import."""
+    try:
+        from .pipeline import register
+    except ImportError as exc:  # pragma: no cover - transformers without pipelines
+        logging.getLogger(__name__).debug("vit-explanation pipeline not registered: %s", exc)
+        return
+    register()
+
+
+_register_pipeline()
+
 __all__ = [
     "DEMO_MODEL",
     "METHODS",

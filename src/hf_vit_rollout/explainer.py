@@ -138,7 +138,7 @@ class RolloutExplainer:
         method: default method: ``"rollout"``, ``"grad_rollout"``, ``"gae"`` or ``"flow"``.
         head_fusion: ``"mean"``, ``"min"`` or ``"max"``.
         discard_ratio: fraction of the weakest attentions dropped per layer, in ``[0, 1)``; ``None``
-            uses the method's default (0.9 for the rollouts, as the original tool; 0 for GAE and flow).
+            uses the method's default (0.9 for rollout, grad_rollout and flow, as the original tool; 0 for GAE).
         device: move the model there (``"cpu"``, ``"cuda"``, ...); ``None`` keeps it where it is.
         interpolate_pos_encoding: pass ``interpolate_pos_encoding=True`` to the model so inputs of
             another size than it was trained on work (processors that resize make this unnecessary).
@@ -340,16 +340,7 @@ class RolloutExplainer:
         Returns:
             One :class:`Explanation` for a single image, else a list in input order.
         """
-        spec = _check_method(self.method if method is None else method)
-        fusion = _check_head_fusion(self.head_fusion if head_fusion is None else head_fusion)
-        ratio = discard_ratio if discard_ratio is not None else self.discard_ratio
-        ratio = spec.default_discard_ratio if ratio is None else _check_discard_ratio(ratio)
-        if target is not None and not spec.needs_gradient:
-            gradient_methods = [name for name, s in METHODS.items() if s.needs_gradient]
-            raise TargetError(
-                f"method {spec.name!r} is class-agnostic and takes no target; to explain class {target!r} "
-                f"use a gradient method: method={gradient_methods[0]!r} or {gradient_methods[1]!r}"
-            )
+        spec, fusion, ratio = self._settings(method, head_fusion, discard_ratio, target)
         pil_images, single = load_images(images)
         targets = self._resolve_targets(target, len(pil_images))
         starts = range(0, len(pil_images), self.batch_size)
@@ -364,14 +355,54 @@ class RolloutExplainer:
             results.extend(self._explain_batch(pil_images[start:stop], chunk_targets, spec, fusion, ratio, progress))
         return results[0] if single else results
 
+    def _settings(self, method, head_fusion, discard_ratio, target) -> tuple[MethodSpec, str, float]:
+        """Validate one call's settings against the explainer's defaults."""
+        spec = _check_method(self.method if method is None else method)
+        fusion = _check_head_fusion(self.head_fusion if head_fusion is None else head_fusion)
+        ratio = discard_ratio if discard_ratio is not None else self.discard_ratio
+        ratio = spec.default_discard_ratio if ratio is None else _check_discard_ratio(ratio)
+        if target is not None and not spec.needs_gradient:
+            gradient_methods = [name for name, s in METHODS.items() if s.needs_gradient]
+            raise TargetError(
+                f"method {spec.name!r} is class-agnostic and takes no target; to explain class {target!r} "
+                f"use a gradient method: method={gradient_methods[0]!r} or {gradient_methods[1]!r}"
+            )
+        return spec, fusion, ratio
+
+    def relevance_maps(
+        self,
+        pixel_values: torch.Tensor,
+        target=None,
+        *,
+        method: str | None = None,
+        head_fusion: str | None = None,
+        discard_ratio: float | None = None,
+    ) -> torch.Tensor:
+        """Patch relevance for already-preprocessed inputs (no image loading, no upsampling).
+
+        For data pipelines and benchmarks that run their own preprocessing.
+
+        Args:
+            pixel_values: ``(B, C, H, W)`` model inputs, as the image processor makes them.
+            target, method, head_fusion, discard_ratio: as for :meth:`__call__`.
+
+        Returns:
+            ``(B, grid_h, grid_w)`` float32 raw relevance (not rescaled), on the model's device.
+        """
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
+            raise ValueError("pixel_values must be a (B, C, H, W) tensor; use the explainer's __call__ for images")
+        spec, fusion, ratio = self._settings(method, head_fusion, discard_ratio, target)
+        targets = self._resolve_targets(target, pixel_values.shape[0])
+        layout, relevance, _, _ = self._run(pixel_values, targets, spec, fusion, ratio, False)
+        return layout.patch_relevance(relevance)
+
     # ------------------------------------------------------------------ one batch
     def _preprocess(self, pil_images) -> torch.Tensor:
         try:
             pixel_values = self.image_processor(images=pil_images, return_tensors="pt")["pixel_values"]
         except Exception as exc:  # processors raise many types for odd images
             raise ValueError(f"the image processor could not prepare the input: {exc}") from exc
-        param = next(self.model.parameters())
-        return pixel_values.to(device=param.device, dtype=param.dtype)
+        return pixel_values
 
     def _forward_kwargs(self) -> dict:
         if self.interpolate_pos_encoding and "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters:
@@ -380,13 +411,20 @@ class RolloutExplainer:
 
     def _explain_batch(self, pil_images, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool):
         pixel_values = self._preprocess(pil_images)
+        layout, relevance, logits, explained = self._run(pixel_values, targets, spec, fusion, ratio, progress)
+        return self._postprocess(pil_images, layout, relevance, logits, explained, spec, fusion, ratio)
+
+    def _run(self, pixel_values, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool):
+        """Forward (and backward) under capture. Returns ``(layout, (B, N) relevance, logits, targets)``."""
+        param = next(self.model.parameters())
+        pixel_values = pixel_values.to(device=param.device, dtype=param.dtype)
         layout = TokenLayout.from_config(self.model.config, tuple(pixel_values.shape[-2:]))
         weights = layout.output_weights(device=pixel_values.device)
         with _lock_for(self.model):
-            relevance, logits, explained = self._run(pixel_values, layout, weights, targets, spec, fusion, ratio, progress)
-        return self._postprocess(pil_images, layout, relevance, logits, explained, spec, fusion, ratio)
+            relevance, logits, explained = self._capture(pixel_values, layout, weights, targets, spec, fusion, ratio, progress)
+        return layout, relevance, logits, explained
 
-    def _run(self, pixel_values, layout: TokenLayout, weights, targets, spec: MethodSpec, fusion, ratio, progress):
+    def _capture(self, pixel_values, layout: TokenLayout, weights, targets, spec: MethodSpec, fusion, ratio, progress):
         keep = layout.cls_index
         fold = ChainFold(weights, "backward" if spec.needs_gradient else "forward") if spec.combine == "product" else None
         stored: dict[int, torch.Tensor] = {}

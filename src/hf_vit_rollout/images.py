@@ -86,7 +86,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
         arr = np.asarray(img, dtype=np.float64)
         return Image.fromarray(_float_to_uint8(arr, f"{img.mode} image")).convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode == "La":  # premultiplied alpha converts only via LA
+        img = img.convert("LA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")

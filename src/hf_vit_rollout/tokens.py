@@ -15,7 +15,6 @@ import torch
 _FAMILIES: dict[str, tuple[bool, int, str]] = {
     "vit": (True, 0, "cls"),
     "vit_msn": (True, 0, "cls"),
-    "vit_mae": (True, 0, "cls"),
     "deit": (True, 1, "cls"),  # + distillation token
     "dinov2": (True, 0, "cls"),
     "dinov2_with_registers": (True, 0, "cls"),
@@ -36,6 +35,7 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
     "donut-swin": "Swin attends within shifted local windows, so there is no global token-to-token attention to roll out",
     "pvt": "PVT uses spatial-reduction attention whose keys are a pooled grid, not the tokens",
     "pvt_v2": "PVT v2 uses spatial-reduction attention whose keys are a pooled grid, not the tokens",
+    "vit_mae": "ViT-MAE shuffles and masks patches at random in its forward pass, so tokens do not keep image positions",
     "levit": "LeViT shrinks the token grid between stages, so attention maps of different layers do not chain",
     "mobilevit": "MobileViT attends within unfolded local patches, not globally over tokens",
     "mobilevitv2": "MobileViT V2 uses separable linear attention with no token-to-token map",

@@ -117,13 +117,13 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     base += rng.normal(0, rng.uniform(4, 14), (size, size, 3))
     img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(rng.integers(4, 10)):
+    for _ in range(rng.integers(3, 8)):
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         x0, y0, x1, y1 = (float(v) for v in rng.uniform(0, size, 4))
         draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(1, 3)))
     for _ in range(rng.integers(2, 6)):
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
-        x, y, r = (float(v) for v in (*rng.uniform(0, size, 2), rng.uniform(1.5, 3.5)))
+        x, y, r = (float(v) for v in (*rng.uniform(0, size, 2), rng.uniform(1.0, 2.5)))
         draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
     return img
 
@@ -146,7 +146,7 @@ def make_sample(seed: int, num_objects: int | None = None, size: int = IMAGE_SIZ
     placed: list[tuple[float, float, float]] = []
     for label in labels:
         for _ in range(100):
-            r = float(rng.uniform(0.13, 0.2) * size)
+            r = float(rng.uniform(0.17, 0.25) * size)
             cx, cy = (float(v) for v in rng.uniform(r + 1, size - r - 1, 2))
             if all(math.hypot(cx - px, cy - py) > r + pr + 2 for px, py, pr in placed):
                 break
@@ -164,6 +164,10 @@ def make_sample(seed: int, num_objects: int | None = None, size: int = IMAGE_SIZ
         image.paste(solid, (0, 0), Image.fromarray((mask * 255).astype(np.uint8)))
         masks.append(mask)
         boxes.append((cx, cy, r, angle))
+    # a later object may cover part of an earlier one: masks hold visible pixels only
+    for k in range(len(masks) - 1):
+        for later in masks[k + 1 :]:
+            masks[k] = masks[k] & ~later
     return Sample(image=image, labels=labels, masks=np.stack(masks), boxes=np.array(boxes, dtype=np.float32))
 
 

@@ -58,7 +58,7 @@ METHODS: dict[str, MethodSpec] = {
             "grad_rollout", True, gradient_rollout_layer, "product", 0.9, "gradient-weighted rollout (classic)"
         ),
         MethodSpec("gae", True, gae_layer, "product", 0.0, "Chefer et al. 2021, generic attention explainability"),
-        MethodSpec("flow", False, _rollout_layer_map, "flow", 0.0, "Attention Flow, exact max-flow (Abnar 2020)"),
+        MethodSpec("flow", False, _rollout_layer_map, "flow", 0.9, "Attention Flow, exact max-flow (Abnar 2020)"),
     )
 }
 
