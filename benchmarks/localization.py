@@ -92,7 +92,7 @@ def score(explainer, samples, pairs, maps, curve_pairs):
             label = sample.labels[k]
 
             def prob(batch, label=label):
-                return model(pixel_values=batch).logits[:, label].sigmoid()
+                return explainer.probabilities(model(pixel_values=batch).logits)[:, label]
 
             for mode in ("deletion", "insertion"):
                 rows[mode].append(curve_auc(perturbation_curve(pixels, mask, (8, 8), prob, mode, steps=16)))

@@ -1,7 +1,12 @@
 """Train the demo model shipped in ``src/hf_vit_rollout/demo/checkpoint``.
 
-A small multi-label ``ViTForImageClassification`` (64 px input, 8 px patches, CLS token) learns the
-ten shape classes of :mod:`hf_vit_rollout.demo.data`. Training images are drawn fresh for every step
+A small ``ViTForImageClassification`` (64 px input, 8 px patches, CLS token) learns the ten shape
+classes of :mod:`hf_vit_rollout.demo.data`, with one or two objects per image. It is trained with a
+soft-target cross-entropy (the target distribution puts equal mass on each object's class), which
+learns far faster than per-class sigmoids; a class counts as present when its softmax probability
+exceeds ``PRESENT_THRESHOLD`` (0.25: one object gives ~1, two give ~0.5 each).
+
+Training images are drawn fresh for every step
 from seeds below ``HELD_OUT_SEED``; the held-out evaluation uses seeds above it. Fixed seeds and a
 fixed number of steps make the run reproducible (up to floating-point non-determinism of the CPU
 kernels)::
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
+from hf_vit_rollout.demo import PRESENT_THRESHOLD
 from hf_vit_rollout.demo.data import CLASSES, HELD_OUT_SEED, IMAGE_SIZE, make_sample
 from hf_vit_rollout.explainer import demo_model_path
 
@@ -34,16 +40,15 @@ def build_model(seed: int) -> ViTForImageClassification:
         image_size=IMAGE_SIZE,
         patch_size=8,
         num_channels=3,
-        hidden_size=96,
-        num_hidden_layers=6,
+        hidden_size=64,
+        num_hidden_layers=4,
         num_attention_heads=4,
-        intermediate_size=192,
+        intermediate_size=128,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         num_labels=len(CLASSES),
         id2label=dict(enumerate(CLASSES)),
         label2id={name: i for i, name in enumerate(CLASSES)},
-        problem_type="multi_label_classification",
     )
     return ViTForImageClassification(config)
 
@@ -71,7 +76,7 @@ def evaluate(model, processor, num_images: int, batch_size: int = 250) -> dict[s
     correct_labels = exact = total = 0
     for start in range(0, num_images, batch_size):
         pixels, targets = batch(seeds[start : start + batch_size], processor)
-        predicted = (model(pixel_values=pixels).logits.sigmoid() > 0.5).float()
+        predicted = (model(pixel_values=pixels).logits.softmax(-1) > PRESENT_THRESHOLD).float()
         correct_labels += (predicted == targets).sum().item()
         exact += (predicted == targets).all(dim=1).sum().item()
         total += len(targets)
@@ -81,12 +86,13 @@ def evaluate(model, processor, num_images: int, batch_size: int = 250) -> dict[s
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=2000, help="log held-out accuracy on 500 images this often")
     parser.add_argument("--out", type=Path, default=demo_model_path())
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -106,7 +112,9 @@ def main(argv=None) -> None:
     for step in range(args.steps):
         seeds = rng.integers(0, HELD_OUT_SEED, args.batch_size)
         pixels, targets = batch(seeds, processor)
-        loss = model(pixel_values=pixels, labels=targets).loss
+        logits = model(pixel_values=pixels).logits
+        distribution = targets / targets.sum(dim=1, keepdim=True)
+        loss = -(distribution * logits.log_softmax(-1)).sum(-1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -114,6 +122,9 @@ def main(argv=None) -> None:
         schedule.step()
         if step % 250 == 0 or step == args.steps - 1:
             log.info("step %d/%d loss %.4f (%.0f s)", step, args.steps, loss.item(), time.time() - started)
+        if args.eval_every and step and step % args.eval_every == 0:
+            interim = evaluate(model, processor, 500)
+            log.info("step %d held-out: label accuracy %.4f, exact match %.4f", step, interim["label_accuracy"], interim["exact_match"])
     metrics = evaluate(model, processor, args.eval_images)
     log.info(
         "held-out (%d unseen images): label accuracy %.4f, exact match %.4f; trained %d steps in %.0f s",

@@ -73,3 +73,15 @@ def test_unsupported_model_error(checkpoint, image_files, tmp_path, capsys):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "hf_vit_rollout.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--head_fusion" in result.stdout and "--category_index" in result.stdout
+
+
+def test_demo_runs_offline_on_the_shipped_model(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    figure = tmp_path / "demo_methods.png"
+    assert figure.is_file() and Image.open(figure).size[0] > 800
+    written = {p.name for p in tmp_path.iterdir()}
+    for method in ("rollout", "grad_rollout", "gae", "flow"):
+        assert any(f"_{method}" in name for name in written), method
+    # class-specific maps for each detected object of the two-object examples
+    assert any(name.startswith("3_ring_crescent_gae_") for name in written)
+    assert str(figure) in capsys.readouterr().out

@@ -307,3 +307,10 @@ def test_relevance_maps_on_preprocessed_inputs(explainers, images):
         np.testing.assert_allclose((row / row.max()).numpy(), expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         explainer.relevance_maps(pixels[0])
+
+
+def test_targets_as_arrays_and_tensors(explainers, images):
+    explainer = explainers("vit")
+    for targets in (np.array([0, 1, 3]), torch.tensor([0, 1, 3])):
+        assert [r.target for r in explainer(images, target=targets, method="gae")] == [0, 1, 3]
+    assert explainer(images[0], target=np.int64(2), method="gae").target == 2

@@ -90,7 +90,7 @@ class AttentionCapture:
     """Context manager that streams every layer's attention map to ``on_attention(layer, attn)``.
 
     Args:
-        model: a ``transformers`` vision model.
+        model: a ``transformers`` vision model (all its configs and modules are restored on exit).
         on_attention: called once per self-attention layer per forward pass, with the layer's
             forward index (0 = first layer) and its ``(B, H, N, N)`` attention probabilities (still
             attached to the autograd graph when gradients are enabled).
@@ -98,16 +98,23 @@ class AttentionCapture:
     Raises:
         CaptureError: on enter, if the model has no self-attention modules; during the forward pass,
             if a layer returns no attention weights (its implementation could not be switched).
+        modules_root: capture only attention modules inside this submodule (e.g. the vision tower
+            of a CLIP model, whose text tower has attention modules too); default the whole model.
     """
 
-    def __init__(self, model: nn.Module, on_attention: Callable[[int, torch.Tensor], None]):
+    def __init__(
+        self,
+        model: nn.Module,
+        on_attention: Callable[[int, torch.Tensor], None],
+        modules_root: nn.Module | None = None,
+    ):
         self.model = model
         self.on_attention = on_attention
         self.num_layers = 0
         self._handles: list = []
         self._saved_impl: list[tuple[object, object]] = []
         self._saved_training: list[tuple[nn.Module, bool]] = []
-        self._modules = find_attention_modules(model)
+        self._modules = find_attention_modules(model if modules_root is None else modules_root)
         if not self._modules:
             raise CaptureError(
                 f"{type(model).__name__} has no global self-attention modules that expose attention "

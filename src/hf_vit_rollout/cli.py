@@ -6,9 +6,10 @@ Explain images (the original tool's flags are kept)::
     hf-vit-rollout --image_path cat.jpg --head_fusion max --discard_ratio 0.8
     hf-vit-rollout --image_path cat.jpg --category_index 243      # gradient rollout, as before
 
-Run the offline demo on the shipped model and example images::
+Run the offline demo on the shipped model and example images, or the Gradio app::
 
     hf-vit-rollout demo --out demo_out
+    hf-vit-rollout app --model demo
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-vit-rollout",
         description="Attention rollout heat-maps for Hugging Face Vision Transformers. "
-        "Run 'hf-vit-rollout demo' for the offline demo.",
+        "Run 'hf-vit-rollout demo' for the offline demo, 'hf-vit-rollout app' for the Gradio app.",
     )
     parser.add_argument("images", nargs="*", help="image files to explain")
     parser.add_argument("--image_path", "--image-path", action="append", default=[], help="an image file (repeatable)")
@@ -117,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         pass
     if argv[:1] == ["demo"]:
         return run_demo(argv[1:])
+    if argv[:1] == ["app"]:
+        from .app import main as app_main
+
+        return app_main(argv[1:])
     return run_explain(argv)
 
 

@@ -84,6 +84,11 @@ def _check_discard_ratio(discard_ratio) -> float:
     return float(discard_ratio)
 
 
+def _similarity_to_first_text(outputs) -> torch.Tensor:
+    """``(B,)`` image-text similarity logits of every image with the (single) text."""
+    return outputs.logits_per_image[:, 0]
+
+
 def _input_box(processor, width: int, height: int) -> tuple[float, float, float, float]:
     """``(left, top, right, bottom)`` of the original image that the processor fed to the model.
 
@@ -158,12 +163,14 @@ class RolloutExplainer:
         device: str | torch.device | None = None,
         interpolate_pos_encoding: bool = False,
         batch_size: int = 32,
+        tokenizer=None,
     ):
         config = getattr(model, "config", None)
         if config is None:
             raise UnsupportedModelError(f"{type(model).__name__} is not a transformers model (it has no .config)")
         self._check_family(config)
-        if not find_attention_modules(model):
+        self.tokenizer = tokenizer
+        if not find_attention_modules(self._vision_root(model)):
             raise UnsupportedModelError(
                 f"{type(model).__name__} has no global self-attention modules exposing attention maps, "
                 "so attention rollout cannot explain it"
@@ -179,6 +186,16 @@ class RolloutExplainer:
         self.interpolate_pos_encoding = bool(interpolate_pos_encoding)
         if device is not None:
             self.model.to(device)
+
+    @staticmethod
+    def _vision_root(model):
+        """The vision tower of an image-text model (CLIP, SigLIP), else the model itself."""
+        return model.vision_model if hasattr(model, "text_model") and hasattr(model, "vision_model") else model
+
+    @property
+    def is_image_text_model(self) -> bool:
+        """Whether the model scores images against texts (CLIP, SigLIP): ``text=`` targets work."""
+        return self._vision_root(self.model) is not self.model
 
     @staticmethod
     def _check_family(config) -> None:
@@ -240,6 +257,11 @@ class RolloutExplainer:
         auto = AutoModelForImageClassification if is_classifier else AutoModel
         model = auto.from_pretrained(source, **hf_kwargs)
         processor = AutoImageProcessor.from_pretrained(source, backend="pil", **hub_kwargs)
+        tokenizer = None
+        if getattr(config, "text_config", None) is not None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
         return cls(
             model,
             processor,
@@ -249,6 +271,7 @@ class RolloutExplainer:
             device=device,
             interpolate_pos_encoding=interpolate_pos_encoding,
             batch_size=batch_size,
+            tokenizer=tokenizer,
         )
 
     # ------------------------------------------------------------------ labels and targets
@@ -309,6 +332,10 @@ class RolloutExplainer:
             return [None] * count
         if callable(target):
             return target
+        if isinstance(target, (np.ndarray, torch.Tensor)):
+            target = target.tolist()
+        elif not isinstance(target, (str, bytes, list, tuple)) and hasattr(target, "__iter__") and hasattr(target, "__len__"):
+            target = list(target)  # e.g. a datasets Column
         if isinstance(target, (list, tuple)):
             if len(target) != count:
                 raise TargetError(f"got {len(target)} targets for {count} images; pass one target, or one per image")
@@ -324,6 +351,7 @@ class RolloutExplainer:
         method: str | None = None,
         head_fusion: str | None = None,
         discard_ratio: float | None = None,
+        text: str | None = None,
         progress: bool = False,
     ) -> Explanation | list[Explanation]:
         """Explain one image or a batch.
@@ -335,11 +363,17 @@ class RolloutExplainer:
                 one per image, or a callable ``score(outputs) -> (B,)`` tensor. ``None`` explains
                 the predicted class. Class-agnostic methods (``rollout``, ``flow``) take no target.
             method, head_fusion, discard_ratio: override the explainer's defaults for this call.
+            text: for image-text models (CLIP): explain the image-text similarity with this text
+                (``"a photo of a dog"``), with a gradient method. Exclusive with ``target``.
             progress: show a progress bar (over batches, and over sources for flow).
 
         Returns:
             One :class:`Explanation` for a single image, else a list in input order.
         """
+        model_inputs = None
+        if text is not None:
+            model_inputs = self._text_inputs(text, target, self.method if method is None else method)
+            target = _similarity_to_first_text
         spec, fusion, ratio = self._settings(method, head_fusion, discard_ratio, target)
         pil_images, single = load_images(images)
         targets = self._resolve_targets(target, len(pil_images))
@@ -352,8 +386,28 @@ class RolloutExplainer:
         for start in starts:
             stop = start + self.batch_size
             chunk_targets = targets if callable(targets) else targets[start:stop]
-            results.extend(self._explain_batch(pil_images[start:stop], chunk_targets, spec, fusion, ratio, progress))
+            results.extend(
+                self._explain_batch(pil_images[start:stop], chunk_targets, spec, fusion, ratio, progress, model_inputs)
+            )
+        if text is not None:
+            for result in results:
+                result.label, result.params["text"] = text, text
         return results[0] if single else results
+
+    def _text_inputs(self, text, target, method: str) -> dict:
+        """Tokenised ``text`` for an image-text model, after checking the request makes sense."""
+        if target is not None:
+            raise TargetError("give either target= (a class) or text= (a description), not both")
+        if not self.is_image_text_model or self.tokenizer is None:
+            raise TargetError(
+                f"text= needs an image-text model such as CLIP loaded with its tokenizer; {type(self.model).__name__} "
+                "has no text tower (use target= with a class instead)"
+            )
+        if not isinstance(text, str) or not text.strip():
+            raise TargetError(f"text must be a non-empty string, got {text!r}")
+        if not _check_method(method).needs_gradient:
+            raise TargetError(f"method {method!r} is class-agnostic; explain a text with method='grad_rollout' or 'gae'")
+        return dict(self.tokenizer([text], padding=True, return_tensors="pt"))
 
     def _settings(self, method, head_fusion, discard_ratio, target) -> tuple[MethodSpec, str, float]:
         """Validate one call's settings against the explainer's defaults."""
@@ -409,22 +463,32 @@ class RolloutExplainer:
             return {"interpolate_pos_encoding": True}
         return {}
 
-    def _explain_batch(self, pil_images, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool):
+    def _explain_batch(self, pil_images, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool, model_inputs=None):
         pixel_values = self._preprocess(pil_images)
-        layout, relevance, logits, explained = self._run(pixel_values, targets, spec, fusion, ratio, progress)
+        layout, relevance, logits, explained = self._run(pixel_values, targets, spec, fusion, ratio, progress, model_inputs)
         return self._postprocess(pil_images, layout, relevance, logits, explained, spec, fusion, ratio)
 
-    def _run(self, pixel_values, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool):
+    def _run(self, pixel_values, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool, model_inputs=None):
         """Forward (and backward) under capture. Returns ``(layout, (B, N) relevance, logits, targets)``."""
         param = next(self.model.parameters())
         pixel_values = pixel_values.to(device=param.device, dtype=param.dtype)
         layout = TokenLayout.from_config(self.model.config, tuple(pixel_values.shape[-2:]))
         weights = layout.output_weights(device=pixel_values.device)
         with _lock_for(self.model):
-            relevance, logits, explained = self._capture(pixel_values, layout, weights, targets, spec, fusion, ratio, progress)
+            relevance, logits, explained = self._capture(
+                pixel_values, layout, weights, targets, spec, fusion, ratio, progress, model_inputs
+            )
         return layout, relevance, logits, explained
 
-    def _capture(self, pixel_values, layout: TokenLayout, weights, targets, spec: MethodSpec, fusion, ratio, progress):
+    def _forward(self, pixel_values, model_inputs):
+        """The model call: with text inputs for image-text scores, else the vision tower (or whole model)."""
+        kwargs = self._forward_kwargs()
+        if model_inputs:
+            inputs = {k: v.to(pixel_values.device) for k, v in model_inputs.items()}
+            return self.model(pixel_values=pixel_values, **inputs, **kwargs)
+        return self._vision_root(self.model)(pixel_values=pixel_values, **kwargs)
+
+    def _capture(self, pixel_values, layout: TokenLayout, weights, targets, spec: MethodSpec, fusion, ratio, progress, model_inputs=None):
         keep = layout.cls_index
         fold = ChainFold(weights, "backward" if spec.needs_gradient else "forward") if spec.combine == "product" else None
         stored: dict[int, torch.Tensor] = {}
@@ -453,11 +517,11 @@ class RolloutExplainer:
             else:
                 store(layer, spec.layer_map(frozen, None, fusion, ratio, keep))
 
-        with AttentionCapture(self.model, on_attention) as capture:
+        with AttentionCapture(self.model, on_attention, modules_root=self._vision_root(self.model)) as capture:
             with torch.enable_grad() if spec.needs_gradient else torch.no_grad():
                 if spec.needs_gradient:
                     pixel_values = pixel_values.detach().requires_grad_(True)
-                outputs = self.model(pixel_values=pixel_values, **self._forward_kwargs())
+                outputs = self._forward(pixel_values, model_inputs)
                 logits = getattr(outputs, "logits", None)
                 explained = None
                 if spec.needs_gradient:
@@ -488,14 +552,15 @@ class RolloutExplainer:
         index = torch.tensor(chosen, device=logits.device)
         return logits.gather(1, index[:, None]).squeeze(1), chosen
 
-    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(B, num_labels)`` logits → probabilities: sigmoid for multi-label models, else softmax."""
         if getattr(self.model.config, "problem_type", None) == "multi_label_classification":
             return logits.sigmoid()
         return logits.softmax(-1)
 
     def _postprocess(self, pil_images, layout, relevance, logits, explained, spec, fusion, ratio):
         patches = layout.patch_relevance(relevance).clamp(min=0).cpu().numpy().astype(np.float32)
-        probabilities = None if logits is None else self._probabilities(logits).cpu().numpy()
+        probabilities = None if logits is None else self.probabilities(logits).cpu().numpy()
         id2label = self.id2label
         results = []
         for i, image in enumerate(pil_images):

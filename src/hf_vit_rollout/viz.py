@@ -45,3 +45,42 @@ def overlay(image: Image.Image, heatmap: np.ndarray, colormap: str = "jet", alph
     colour = colorize(heatmap, colormap).astype(np.float32)
     blended = (1.0 - alpha) * base + alpha * colour
     return Image.fromarray(np.round(blended).astype(np.uint8))
+
+
+def plot_grid(explanations, ncols: int = 4, colormap: str = "jet", alpha: float = 0.5, titles=None, size: float = 2.6):
+    """Overlays of several explanations side by side (e.g. methods, targets or settings compared).
+
+    Args:
+        explanations: a sequence of :class:`~hf_vit_rollout.Explanation`.
+        ncols: panels per row.
+        titles: one title per panel; default each explanation's ``title``.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    explanations = list(explanations)
+    if not explanations:
+        raise ValueError("plot_grid needs at least one explanation")
+    ncols = max(1, min(ncols, len(explanations)))
+    nrows = -(-len(explanations) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    titles = titles or [e.title for e in explanations]
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, explanation, title in zip(axes.ravel(), explanations, titles):
+        ax.imshow(explanation.overlay(colormap, alpha))
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_gif(frames, path, duration_ms: int = 600, size: int | None = 256) -> None:
+    """Write PIL frames (e.g. overlays over a sweep of discard ratios) as a looping GIF."""
+    frames = [f.convert("RGB") for f in frames]
+    if not frames:
+        raise ValueError("save_gif needs at least one frame")
+    if size is not None:
+        frames = [f.resize((size, round(size * f.height / f.width)), Image.NEAREST) for f in frames]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)

@@ -33,6 +33,9 @@ CLASSES = (
 
 IMAGE_SIZE = 64
 
+#: Objects are rotated by a uniform angle in [-MAX_ROTATION, MAX_ROTATION] radians (30°).
+MAX_ROTATION = math.radians(30)
+
 
 @dataclass
 class Sample:
@@ -151,7 +154,7 @@ def make_sample(seed: int, num_objects: int | None = None, size: int = IMAGE_SIZ
             if all(math.hypot(cx - px, cy - py) > r + pr + 2 for px, py, pr in placed):
                 break
         placed.append((cx, cy, r))
-        angle = float(rng.uniform(0, 2 * math.pi))
+        angle = float(rng.uniform(-MAX_ROTATION, MAX_ROTATION))
         colour = rng.integers(0, 256, 3)
         # keep the object visible against the local background
         local = np.asarray(image, dtype=np.float32)[int(cy), int(cx)]

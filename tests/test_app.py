@@ -1,0 +1,100 @@
+"""The Gradio app, driven for real in headless Chromium (Debian's chromium + Playwright).
+
+Locally the test is skipped when gradio, playwright or chromium is missing; under CI (``CI=true``)
+.ci/run installs them, so a missing piece fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def _missing() -> str | None:
+    try:
+        import gradio  # noqa: F401
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        return f"needs the [app] extra and playwright ({exc})"
+    if not os.path.exists(CHROMIUM):
+        return "needs Debian's chromium package"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_app():
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from hf_vit_rollout.app import build_app
+
+    port = _free_port()
+    app = build_app("demo")
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+def test_upload_explain_and_see_an_overlay(running_app, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from hf_vit_rollout.demo import example_images
+
+    two_objects = [p for p in example_images() if p.stem.count("_") == 2][0]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(running_app, wait_until="domcontentloaded")
+            page.locator("#input-image input[type=file]").set_input_files(str(two_objects))
+            # the top-5 predictions appear once the upload is processed
+            page.wait_for_function(
+                "document.querySelector('#predictions') && document.querySelector('#predictions').innerText.includes('%')",
+                timeout=60_000,
+            )
+            page.locator("#explain").click()
+            overlay = page.locator("#overlay img")
+            overlay.wait_for(state="visible", timeout=60_000)
+            assert overlay.get_attribute("src")
+            page.wait_for_function(
+                "document.querySelector('#caption textarea') && document.querySelector('#caption textarea').value.includes('rollout')",
+                timeout=60_000,
+            )
+            shot = tmp_path / "app.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            if os.environ.get("HF_VIT_ROLLOUT_SCREENSHOT"):
+                shutil.copy(shot, os.environ["HF_VIT_ROLLOUT_SCREENSHOT"])
+        finally:
+            browser.close()
+
+
+def test_explain_function_errors_are_user_facing():
+    if _missing():
+        pytest.skip(_missing())
+    import gradio as gr
+
+    from hf_vit_rollout.app import explain
+
+    with pytest.raises(gr.Error, match="Upload an image"):
+        explain(None, "demo", "rollout", "mean", 0.9, "predicted class")
