@@ -86,13 +86,13 @@ def evaluate(model, processor, num_images: int, batch_size: int = 250) -> dict[s
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-every", type=int, default=2000, help="log held-out accuracy on 500 images this often")
+    parser.add_argument("--eval-every", type=int, default=1000, help="log held-out accuracy on 500 images this often")
     parser.add_argument("--out", type=Path, default=demo_model_path())
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
