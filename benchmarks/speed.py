@@ -190,7 +190,8 @@ def memory_child(strategy: str) -> None:
     if strategy == "forward":
         with torch.no_grad():
             model(pixel_values=x)
-    elif strategy == "forward+backward":
+    elif strategy.startswith("forward+backward"):
+        model.set_attn_implementation("eager" if "eager" in strategy else "sdpa")
         pixels = x.clone().requires_grad_(True)
         torch.autograd.grad(model(pixel_values=pixels).logits[0, 0], pixels)
     elif strategy.startswith("ours:"):
@@ -213,14 +214,22 @@ def memory_child(strategy: str) -> None:
 
 
 def memory(args):
-    strategies = ["forward", "ours:rollout", "store-all:rollout", "forward+backward", "ours:gae", "store-all:gae"]
+    strategies = [
+        "forward",
+        "ours:rollout",
+        "store-all:rollout",
+        "forward+backward (sdpa)",
+        "forward+backward (eager)",
+        "ours:gae",
+        "store-all:gae",
+    ]
     print("ViT-L/16 shape at 384 px (24 layers × 16 heads × 577 tokens), batch 1, random weights;")
     print("peak RSS of a fresh process, minus the RSS after loading the model\n")
-    print(f"{'strategy':22s} {'extra peak MiB':>15s}")
+    print(f"{'strategy':26s} {'extra peak MiB':>15s}")
     for strategy in strategies:
         out = subprocess.run([sys.executable, __file__, "--memory-child", strategy], capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{strategy:22s} {row['peak_mib'] - row['loaded_mib']:15.0f}", flush=True)
+        print(f"{strategy:26s} {row['peak_mib'] - row['loaded_mib']:15.0f}", flush=True)
 
 
 def main() -> None:

@@ -204,3 +204,13 @@ def test_chain_fold_refuses_incomplete_chains():
         fold.relevance(2)
     with pytest.raises(ValueError, match="twice"):
         fold.add(0, torch.eye(3)[None])
+
+
+def test_discard_drops_exactly_k_entries_even_with_ties():
+    flat = torch.ones(2, 5, 5)  # every entry ties at the threshold
+    flat[1, 2] = 0.5  # a row of lower values, then ties
+    out = discard_lowest(flat, 0.4, keep_index=None)
+    assert ((out == 0).sum(dim=(1, 2)) == 10).all()
+    assert (out[1, 2] == 0).all()  # the strictly lower values go first
+    protected = discard_lowest(torch.ones(1, 4, 4), 0.5)
+    assert protected[0, 0, 0] == 1 and (protected == 0).sum() == 7  # 8 chosen, the CLS entry kept
