@@ -82,37 +82,30 @@ class OriginalApproach:
                 handle.remove()
         return attentions, grads[::-1]
 
-    def rollout(self, image):
-        attentions, _ = self._run(image, None)
-        result = torch.eye(attentions[0].size(-1))
+    def _chain(self, fused_maps, protect_cls):
+        """The original's per-layer loop: discard via topk, residual, normalise, multiply."""
+        result = None
         with torch.no_grad():
-            for attention in attentions:
-                fused = attention.mean(axis=1) if self.head_fusion == "mean" else attention.max(axis=1)[0]
+            for fused in fused_maps:
                 flat = fused.view(fused.size(0), -1)
                 _, indices = flat.topk(int(flat.size(-1) * self.discard_ratio), -1, False)
-                indices = indices[indices != 0]
+                if protect_cls:
+                    indices = indices[indices != 0]
                 flat[0, indices] = 0
                 eye = torch.eye(fused.size(-1))
                 a = (fused + 1.0 * eye) / 2
                 a = a / a.sum(dim=-1, keepdim=True)
-                result = torch.matmul(a, result)
+                result = a if result is None else torch.matmul(a, result)
         return result[0, 0, 1:]
+
+    def rollout(self, image):
+        attentions, _ = self._run(image, None)
+        fuse = (lambda a: a.mean(axis=1)) if self.head_fusion == "mean" else (lambda a: a.max(axis=1)[0])
+        return self._chain((fuse(a) for a in attentions), protect_cls=True)
 
     def grad_rollout(self, image, target):
         attentions, grads = self._run(image, target)
-        result = torch.eye(attentions[0].size(-1))
-        with torch.no_grad():
-            for attention, grad in zip(attentions, grads):
-                fused = (attention * grad).mean(axis=1)
-                fused[fused < 0] = 0
-                flat = fused.view(fused.size(0), -1)
-                _, indices = flat.topk(int(flat.size(-1) * self.discard_ratio), -1, False)
-                flat[0, indices] = 0
-                eye = torch.eye(fused.size(-1))
-                a = (fused + 1.0 * eye) / 2
-                a = a / a.sum(dim=-1, keepdim=True)
-                result = torch.matmul(a, result)
-        return result[0, 0, 1:]
+        return self._chain(((a * g).mean(axis=1).clamp(min=0) for a, g in zip(attentions, grads)), protect_cls=False)
 
     def __call__(self, batch, method):
         for i in range(batch.shape[0]):

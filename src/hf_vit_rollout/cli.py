@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .capture import CaptureError
 from .errors import InputError, TargetError, UnsupportedModelError
 from .methods import HEAD_FUSIONS, METHODS
 
@@ -89,7 +90,7 @@ def run_explain(argv: list[str]) -> int:
             name = f"{Path(path).stem}_{explanation.method}_{args.head_fusion}_{explanation.params['discard_ratio']:g}{suffix}.png"
             explanation.overlay(args.colormap).save(args.out / name)
             print(f"{path}: {explanation.title} -> {args.out / name}")
-    except (InputError, TargetError, UnsupportedModelError, FileNotFoundError, ValueError, OSError) as exc:
+    except (InputError, TargetError, UnsupportedModelError, CaptureError, FileNotFoundError, ValueError, OSError) as exc:
         return _fail(str(exc))
     return 0
 
