@@ -33,6 +33,8 @@ def model_state(model):
         "training": [m.training for m in model.modules()],
         "attn": model.config._attn_implementation,
         "hooks": hooks,
+        "buffers": {k: v.clone() for k, v in model.named_buffers()},
+        "config": model.config.to_dict(),
     }
 
 
@@ -41,6 +43,9 @@ def assert_same_state(before, after):
     assert before["training"] == after["training"]
     assert before["requires_grad"] == after["requires_grad"]
     assert before["hooks"] == after["hooks"]
+    assert before["config"] == after["config"]
+    assert before["buffers"].keys() == after["buffers"].keys()
+    assert all(torch.equal(v, after["buffers"][k]) for k, v in before["buffers"].items())
     assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(before["grads"], after["grads"]))
     for key, value in before["params"].items():
         assert torch.equal(value, after["params"][key]), key

@@ -1,4 +1,4 @@
-"""Text targets for CLIP: "where does CLIP see a dog, and where a cat?"."""
+"""Text targets for CLIP and SigLIP: "where does the model see a dog, and where a cat?"."""
 
 from __future__ import annotations
 
@@ -12,25 +12,40 @@ import transformers as T
 from hf_vit_rollout import RolloutExplainer, TargetError
 
 
-@pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clip")
+def _tiny_tokenizer(folder):
+    """A character-level CLIP BPE tokenizer (no merges), written next to the model."""
     specials = ["<|startoftext|>", "<|endoftext|>"]
     letters = list(string.ascii_lowercase)
     vocab = {token: i for i, token in enumerate(specials + letters + [c + "</w>" for c in letters])}
-    tokenizer = T.CLIPTokenizer(vocab=vocab, merges=[])
-    tokenizer.save_pretrained(folder)
+    T.CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
+    return len(vocab)
+
+
+TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "max_position_embeddings": 32, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
+VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+          "image_size": 32, "patch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def clip_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clip")
+    vocab_size = _tiny_tokenizer(folder)
     torch.manual_seed(0)
-    config = T.CLIPConfig(
-        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 32, "bos_token_id": 0, "eos_token_id": 1,
-                     "pad_token_id": 1},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    )
+    config = T.CLIPConfig(text_config={**TEXT, "vocab_size": vocab_size}, vision_config=VISION, projection_dim=16)
     T.CLIPModel(config).save_pretrained(folder)
     T.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def siglip_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("siglip")
+    vocab_size = _tiny_tokenizer(folder)
+    torch.manual_seed(0)
+    config = T.SiglipConfig(text_config={**TEXT, "vocab_size": vocab_size}, vision_config=VISION)
+    T.SiglipModel(config).save_pretrained(folder)
+    T.SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
     return str(folder)
 
 
@@ -47,6 +62,18 @@ def test_dog_and_cat_give_two_different_maps(clip_checkpoint, image):
     assert dog.mask.shape == cat.mask.shape == (4, 4)
     assert dog.label == "a photo of a dog" and dog.params["text"] == "a photo of a dog"
     assert not np.allclose(dog.mask, cat.mask)
+
+
+def test_siglip_without_class_token(siglip_checkpoint, image):
+    """SigLIP has no CLS token: the output is the mean of the patch tokens, as in rollout."""
+    explainer = RolloutExplainer.from_pretrained(siglip_checkpoint, method="gae")
+    assert explainer.is_image_text_model
+    dog = explainer(image, text="a photo of a dog")
+    cat = explainer(image, text="a photo of a cat")
+    assert dog.token_relevance.shape == (16,)  # 4 × 4 patches, no prefix tokens
+    assert dog.mask.max() == pytest.approx(1.0)
+    assert not np.allclose(dog.mask, cat.mask)
+    assert explainer(image, method="rollout").mask.shape == (4, 4)
 
 
 def test_text_matches_a_callable_on_the_full_model(clip_checkpoint, image):
