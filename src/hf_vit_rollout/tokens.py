@@ -103,7 +103,10 @@ class TokenLayout:
         if model_type == "beit" or model_type == "data2vec-vision":
             pooling = "mean" if getattr(vision, "use_mean_pooling", False) else "cls"
         registers = int(getattr(vision, "num_register_tokens", 0) or 0)
-        patch_h, patch_w = _pair(getattr(vision, "patch_size"))
+        patch_size = getattr(vision, "patch_size", None)
+        if patch_size is None:
+            raise ValueError(f"the {model_type!r} config has no patch_size, so its patch grid is unknown")
+        patch_h, patch_w = _pair(patch_size)
         height, width = image_size
         grid = (height // patch_h, width // patch_w)
         return cls(
