@@ -319,3 +319,16 @@ def test_targets_as_arrays_and_tensors(explainers, images):
     for targets in (np.array([0, 1, 3]), torch.tensor([0, 1, 3])):
         assert [r.target for r in explainer(images, target=targets, method="gae")] == [0, 1, 3]
     assert explainer(images[0], target=np.int64(2), method="gae").target == 2
+
+
+def test_other_input_sizes_need_interpolate_pos_encoding(checkpoint, images):
+    from transformers import AutoModelForImageClassification, ViTImageProcessorPil
+
+    model = AutoModelForImageClassification.from_pretrained(checkpoint("vit"))  # trained at 32 px
+    processor = ViTImageProcessorPil(size={"height": 48, "width": 64})  # a 6 × 8 patch grid
+    before = model_state(model)
+    with pytest.raises(ValueError, match="interpolate_pos_encoding=True"):
+        RolloutExplainer(model, processor)(images[0])
+    assert_same_state(before, model_state(model))
+    exp = RolloutExplainer(model, processor, interpolate_pos_encoding=True)(images[0], target=1, method="gae")
+    assert exp.mask.shape == (6, 8) and exp.heatmap.shape == (images[0].height, images[0].width)

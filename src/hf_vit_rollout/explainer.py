@@ -521,7 +521,15 @@ class RolloutExplainer:
             with torch.enable_grad() if spec.needs_gradient else torch.no_grad():
                 if spec.needs_gradient:
                     pixel_values = pixel_values.detach().requires_grad_(True)
-                outputs = self._forward(pixel_values, model_inputs)
+                try:
+                    outputs = self._forward(pixel_values, model_inputs)
+                except ValueError as exc:
+                    if "size" in str(exc) and not self.interpolate_pos_encoding:
+                        raise ValueError(
+                            f"{exc}. The processor produced {tuple(pixel_values.shape[-2:])} inputs; create the "
+                            "explainer with interpolate_pos_encoding=True to explain other input sizes"
+                        ) from exc
+                    raise
                 logits = getattr(outputs, "logits", None)
                 explained = None
                 if spec.needs_gradient:
