@@ -64,11 +64,12 @@ def discard_lowest(fused: torch.Tensor, discard_ratio: float, keep_index: int | 
     if k == 0:
         return fused
     threshold = flat.kthvalue(k, dim=-1, keepdim=True).values
-    below = flat < threshold
-    at = flat == threshold
-    # of the entries equal to the threshold, drop only as many as needed to reach k, first ones first
-    room = k - below.sum(dim=-1, keepdim=True)
-    drop = below | (at & (at.cumsum(dim=-1) <= room))
+    drop = flat <= threshold
+    if bool((drop.sum(dim=-1) > k).any()):  # ties at the threshold: drop only the first of them
+        below = flat < threshold
+        at = flat == threshold
+        room = k - below.sum(dim=-1, keepdim=True)
+        drop = below | (at & (at.cumsum(dim=-1) <= room))
     out = flat.masked_fill(drop, 0.0)
     if keep_index is not None:
         protected = keep_index * n + keep_index
