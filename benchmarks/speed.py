@@ -160,13 +160,18 @@ def speed(args):
             if batch <= args.original_max_batch:
                 originals[method] = timed(lambda m=method: original(x, m), max(1, args.repeats // 2))
                 model.set_attn_implementation("sdpa")
-        for method in ("rollout", "grad_rollout", "gae", "flow"):
+        rows = [("rollout", None), ("rollout", 0.0), ("grad_rollout", None), ("gae", None), ("flow", None)]
+        for method, ratio in rows:
             gradient = method in ("grad_rollout", "gae")
             repeats = 1 if method == "flow" else args.repeats
-            seconds = timed(lambda m=method: explainer.relevance_maps(x, target=0 if gradient else None, method=m), repeats)
+            seconds = timed(
+                lambda m=method, r=ratio: explainer.relevance_maps(x, target=0 if gradient else None, method=m, discard_ratio=r),
+                repeats,
+            )
             floor = floors["forward+backward (eager)" if gradient else "forward (eager)"]
-            versus = f"{originals[method] / seconds:11.1f}×" if method in originals else ""
-            print(f"{batch:5d}  {'ours: ' + method:34s} {batch / seconds:8.1f} {seconds / floor:8.2f} {versus:>12s}")
+            versus = f"{originals[method] / seconds:11.1f}×" if method in originals and ratio is None else ""
+            label = f"ours: {method}" + (f" (discard {ratio:g})" if ratio is not None else "")
+            print(f"{batch:5d}  {label:34s} {batch / seconds:8.1f} {seconds / floor:8.2f} {versus:>12s}")
         for method, seconds in originals.items():
             gradient = method != "rollout"
             floor = floors["forward+backward (eager)" if gradient else "forward (eager)"]
