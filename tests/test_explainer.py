@@ -332,3 +332,14 @@ def test_other_input_sizes_need_interpolate_pos_encoding(checkpoint, images):
     assert_same_state(before, model_state(model))
     exp = RolloutExplainer(model, processor, interpolate_pos_encoding=True)(images[0], target=1, method="gae")
     assert exp.mask.shape == (6, 8) and exp.heatmap.shape == (images[0].height, images[0].width)
+
+
+def test_predict_returns_the_probabilities_explanations_report(explainers, checkpoint, images):
+    explainer = explainers("vit")
+    probabilities = explainer.predict(images)
+    assert probabilities.shape == (3, 4)
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(3))
+    for row, exp in zip(probabilities, explainer(images)):
+        assert exp.predicted == int(row.argmax()) and exp.score == pytest.approx(float(row.max()), rel=1e-5)
+    with pytest.raises(TargetError, match="no classifier"):
+        RolloutExplainer.from_pretrained(checkpoint("vit_backbone")).predict(images[0])

@@ -30,16 +30,12 @@ def _explainer(model: str):
 
 def top_predictions(image, model: str, k: int = 5) -> dict[str, float]:
     """``{label: probability}`` of the model's top ``k`` classes for ``image`` (empty for backbones)."""
-    explanation = _explainer(model)(image, method="rollout", discard_ratio=0.0)
+    import torch
+
     explainer = _explainer(model)
     if not explainer.num_labels:
         return {}
-    import torch
-
-    pixels = explainer.image_processor(images=[explanation.image], return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        logits = explainer.model(pixel_values=pixels.to(next(explainer.model.parameters()).device)).logits.float()
-    probabilities = explainer.probabilities(logits)[0]
+    probabilities = explainer.predict(image)[0]
     top = torch.argsort(probabilities, descending=True)[:k]
     return {explainer.id2label.get(int(i), str(int(i))): float(probabilities[i]) for i in top}
 

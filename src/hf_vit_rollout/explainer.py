@@ -464,9 +464,28 @@ class RolloutExplainer:
         return {}
 
     def _explain_batch(self, pil_images, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool, model_inputs=None):
-        pixel_values = self._preprocess(pil_images)
+        return self._explain_pixels(self._preprocess(pil_images), pil_images, targets, spec, fusion, ratio, progress, model_inputs)
+
+    def _explain_pixels(self, pixel_values, pil_images, targets, spec: MethodSpec, fusion, ratio, progress, model_inputs=None):
+        """Explanations for ``pil_images`` from their already-processed ``pixel_values``."""
         layout, relevance, logits, explained = self._run(pixel_values, targets, spec, fusion, ratio, progress, model_inputs)
         return self._postprocess(pil_images, layout, relevance, logits, explained, spec, fusion, ratio)
+
+    def predict(self, images) -> torch.Tensor:
+        """Class probabilities, without explaining: ``(B, num_labels)`` (sigmoid or softmax, see
+        :meth:`probabilities`). Accepts the same inputs as :meth:`__call__`.
+
+        Raises:
+            TargetError: the model has no classifier head.
+        """
+        if not self.num_labels:
+            raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
+        pil_images, _ = load_images(images)
+        param = next(self.model.parameters())
+        pixel_values = self._preprocess(pil_images).to(device=param.device, dtype=param.dtype)
+        with torch.no_grad():
+            logits = self.model(pixel_values=pixel_values, **self._forward_kwargs()).logits.float()
+        return self.probabilities(logits)
 
     def _run(self, pixel_values, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool, model_inputs=None):
         """Forward (and backward) under capture. Returns ``(layout, (B, N) relevance, logits, targets)``."""

@@ -17,7 +17,6 @@ Parameters given at creation or per call: ``method``, ``head_fusion``, ``discard
 
 from __future__ import annotations
 
-import torch
 from transformers import AutoModel, AutoModelForImageClassification, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -58,11 +57,9 @@ class ViTExplanationPipeline(Pipeline):
         images = [img for group in images for img in (group if isinstance(group, list) else [group])]
         spec, fusion, ratio = self.explainer._settings(method, head_fusion, discard_ratio, target)
         targets = self.explainer._resolve_targets(target, len(images))
-        with torch.enable_grad():
-            layout, relevance, logits, explained = self.explainer._run(
-                model_inputs["pixel_values"], targets, spec, fusion, ratio, False
-            )
-        return {"explanations": self.explainer._postprocess(images, layout, relevance, logits, explained, spec, fusion, ratio)}
+        # the capture enables gradients itself for gradient methods, inside the pipeline's no_grad
+        explanations = self.explainer._explain_pixels(model_inputs["pixel_values"], images, targets, spec, fusion, ratio, False)
+        return {"explanations": explanations}
 
     def postprocess(self, model_outputs):
         explanations = model_outputs["explanations"]

@@ -25,12 +25,9 @@ def _detected_classes(explainer, path) -> list[int]:
     """Classes the demo model detects (probability above ``PRESENT_THRESHOLD``), at least its top one."""
     import torch
 
-    from ..images import load_image
     from . import PRESENT_THRESHOLD
 
-    pixels = explainer.image_processor(images=[load_image(path)], return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        probs = explainer.probabilities(explainer.model(pixel_values=pixels).logits.float())[0]
+    probs = explainer.predict(path)[0]
     detected = [int(i) for i in torch.argsort(probs, descending=True) if probs[i] > PRESENT_THRESHOLD][:2]
     return detected or [int(probs.argmax())]
 
