@@ -94,12 +94,12 @@ class AttentionCapture:
         on_attention: called once per self-attention layer per forward pass, with the layer's
             forward index (0 = first layer) and its ``(B, H, N, N)`` attention probabilities (still
             attached to the autograd graph when gradients are enabled).
+        modules_root: capture only attention modules inside this submodule (e.g. the vision tower
+            of a CLIP model, whose text tower has attention modules too); default the whole model.
 
     Raises:
         CaptureError: on enter, if the model has no self-attention modules; during the forward pass,
             if a layer returns no attention weights (its implementation could not be switched).
-        modules_root: capture only attention modules inside this submodule (e.g. the vision tower
-            of a CLIP model, whose text tower has attention modules too); default the whole model.
     """
 
     def __init__(

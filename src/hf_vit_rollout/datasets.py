@@ -61,7 +61,8 @@ def explain_dataset(
             the prediction (or nothing, for class-agnostic methods).
         mask_column: name of the new column; default ``"<method>_mask"``. A second column
             ``"<mask_column>_target"`` holds the explained class (-1 for class-agnostic methods).
-        batch_size: rows per ``map`` batch (and per forward pass).
+        batch_size: rows per ``map`` batch; the explainer runs them in forward passes of its own
+            ``batch_size``.
         num_proc: worker processes for ``map``.
         **map_kwargs: passed to ``Dataset.map`` (``desc``, ``load_from_cache_file``, ...).
 
