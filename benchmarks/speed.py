@@ -6,25 +6,39 @@ Speed (``python benchmarks/speed.py``): a random-weight DeiT-tiny-shaped model (
 * ``forward (eager)`` / ``forward (sdpa)``: the model alone, no grad (the floor for rollout and flow);
 * ``forward+backward (eager)``: forward, then the gradient of one logit per image down to the input
   (the floor for the gradient methods);
-* ``ours: <method>``: ``RolloutExplainer.relevance_maps`` on the same tensors;
+* ``ours: <method>``: ``RolloutExplainer.relevance_maps`` on the same tensors (``rollout, product``:
+  with ``rollout_buffer_mib=0``, the strict ``O(B·N²)``-memory running product);
 * ``original: <method>``: the original tool's approach, re-implemented here: one image at a time,
   forward hooks on the attention modules copying every map to the CPU, gradients collected by
   hooks into a list, rollout computed afterwards from the stored maps.
 
-Memory (``python benchmarks/speed.py --memory``): peak resident memory of a fresh process that
-loads a ViT-L/16-shaped model at 384 px (24 layers, 16 heads, 577 tokens) and runs one image with
-(a) the forward pass only, (b) our streaming capture, (c) the store-everything strategy
-(``output_attentions=True``, all maps and gradients kept, then the pure functions).
+Timing is interleaved: each round runs every row once, in turn, so a slower or faster stretch of a
+shared machine hits all rows alike; a row's time is its median over the rounds, and its ratio to the
+floor is the median of the per-round ratios. Each row then runs once more, untimed, for its peak
+memory: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU the resident set size sampled every
+0.2 ms (after ``malloc_trim``), both minus the value before the call.
+
+Memory (``python benchmarks/speed.py --memory``): peak memory of a fresh process that loads a
+ViT-L/16-shaped model at 384 px (24 layers, 16 heads, 577 tokens) and runs one image with
+(a) the forward pass only, (b) our capture, with and without the rollout buffer, (c) the
+store-everything strategy (``output_attentions=True``, all maps and gradients kept, then the pure
+functions).
+
+``--device cuda --dtype float16`` runs both on a GPU (maps are computed in float32 regardless).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -32,23 +46,68 @@ import torch
 from hf_vit_rollout import RolloutExplainer, attention_rollout, gae, gradient_rollout
 from hf_vit_rollout.capture import find_attention_modules
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-def deit_tiny(num_labels=1000):
+
+def deit_tiny(device="cpu", dtype=torch.float32, num_labels=1000):
     from transformers import DeiTConfig, DeiTForImageClassification, DeiTImageProcessorPil
 
     torch.manual_seed(0)
     config = DeiTConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
                         image_size=224, patch_size=16, num_labels=num_labels)
-    return DeiTForImageClassification(config).eval(), DeiTImageProcessorPil()
+    return DeiTForImageClassification(config).eval().to(device=device, dtype=dtype), DeiTImageProcessorPil()
 
 
-def vit_large_384():
+def vit_large_384(device="cpu", dtype=torch.float32):
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
     torch.manual_seed(0)
     config = ViTConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
                        image_size=384, patch_size=16, num_labels=1000)
-    return ViTForImageClassification(config).eval(), ViTImageProcessorPil(size={"height": 384, "width": 384})
+    model = ViTForImageClassification(config).eval().to(device=device, dtype=dtype)
+    return model, ViTImageProcessorPil(size={"height": 384, "width": 384})
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _release_freed_memory() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the baseline may then include freed memory
+        pass
+
+
+def peak_extra_mib(fn, device: str) -> float:
+    """Peak memory of ``fn()`` above what was in use before it, in MiB (see the module docstring)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    _release_freed_memory()
+    before = _rss_mib()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mib())
+            time.sleep(0.0002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0], _rss_mib()) - before
 
 
 class OriginalApproach:
@@ -113,78 +172,108 @@ class OriginalApproach:
             self.rollout(image) if method == "rollout" else self.grad_rollout(image, 0)
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def interleaved(rows: dict, floors: dict, rounds: int, sync) -> dict:
+    """Run every row once per round, in turn. Returns ``{name: (median s, median ratio to its floor)}``."""
+    times = {name: [] for name in rows}
+    for name, fn in rows.items():  # warm-up
         fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    for _ in range(rounds):
+        for name, fn in rows.items():
+            sync()
+            started = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - started)
+    result = {}
+    for name, samples in times.items():
+        floor = floors.get(name)
+        ratios = [t / f for t, f in zip(samples, times[floor])] if floor else []
+        result[name] = (statistics.median(samples), statistics.median(ratios) if ratios else None)
+    return result
 
 
 def speed(args):
-    model, processor = deit_tiny()
+    device, dtype = args.device, DTYPES[args.dtype]
+    model, processor = deit_tiny(device, dtype)
     explainer = RolloutExplainer(model, processor)
+    product = RolloutExplainer(model, processor, rollout_buffer_mib=0)
     original = OriginalApproach(model)
-    print(f"DeiT-tiny shape (12 layers × 3 heads × 197 tokens), random weights, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; images/s (median of {args.repeats}); ratio = time / floor\n")
-    header = f"{'batch':>5s}  {'row':34s} {'img/s':>8s} {'× floor':>8s} {'vs original':>12s}"
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(f"DeiT-tiny shape (12 layers × 3 heads × 197 tokens), random weights, {args.dtype}, torch {torch.__version__}, "
+          f"{where}; {args.rounds} interleaved rounds (median); × floor = time / floor time of the same round; "
+          "peak = extra peak memory of one call\n")
+    header = f"{'batch':>5s}  {'row':32s} {'img/s':>8s} {'× floor':>8s} {'vs original':>12s} {'peak MiB':>9s}"
     print(header)
     print("-" * len(header))
+    eager, fb = "forward (eager)", "forward+backward (eager)"
     for batch in args.batches:
-        x = torch.randn(batch, 3, 224, 224)
-        target = torch.zeros(batch, dtype=torch.long)
+        x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
+        target = torch.zeros(batch, dtype=torch.long, device=device)
 
         def forward(impl):
             model.set_attn_implementation(impl)
             with torch.no_grad():
                 model(pixel_values=x)
+            model.set_attn_implementation("sdpa")
 
         def forward_backward():
             model.set_attn_implementation("eager")
             pixels = x.clone().requires_grad_(True)
             logits = model(pixel_values=pixels).logits
             torch.autograd.grad(logits.gather(1, target[:, None]).sum(), pixels)
+            model.set_attn_implementation("sdpa")
 
-        floors = {
-            "forward (eager)": timed(lambda: forward("eager"), args.repeats),
-            "forward (sdpa)": timed(lambda: forward("sdpa"), args.repeats),
-            "forward+backward (eager)": timed(forward_backward, args.repeats),
-        }
-        model.set_attn_implementation("sdpa")
-        for name, seconds in floors.items():
-            print(f"{batch:5d}  {name:34s} {batch / seconds:8.1f}")
-        originals = {}
-        for method in ("rollout", "grad_rollout"):
-            if batch <= args.original_max_batch:
-                originals[method] = timed(lambda m=method: original(x, m), max(1, args.repeats // 2))
-                model.set_attn_implementation("sdpa")
-        rows = [("rollout", None), ("rollout", 0.0), ("grad_rollout", None), ("gae", None), ("flow", None)]
-        for method, ratio in rows:
+        def ours(method, ratio=None, which=explainer):
             gradient = method in ("grad_rollout", "gae")
-            repeats = 1 if method == "flow" else args.repeats
-            seconds = timed(
-                lambda m=method, r=ratio: explainer.relevance_maps(x, target=0 if gradient else None, method=m, discard_ratio=r),
-                repeats,
-            )
-            floor = floors["forward+backward (eager)" if gradient else "forward (eager)"]
-            versus = f"{originals[method] / seconds:11.1f}×" if method in originals and ratio is None else ""
-            label = f"ours: {method}" + (f" (discard {ratio:g})" if ratio is not None else "")
-            print(f"{batch:5d}  {label:34s} {batch / seconds:8.1f} {seconds / floor:8.2f} {versus:>12s}")
-        for method, seconds in originals.items():
-            gradient = method != "rollout"
-            floor = floors["forward+backward (eager)" if gradient else "forward (eager)"]
-            print(f"{batch:5d}  {'original: ' + method:34s} {batch / seconds:8.1f} {seconds / floor:8.2f}")
+            return lambda: which.relevance_maps(x, target=0 if gradient else None, method=method, discard_ratio=ratio)
+
+        rows = {
+            eager: lambda: forward("eager"),
+            "forward (sdpa)": lambda: forward("sdpa"),
+            fb: forward_backward,
+            "ours: rollout": ours("rollout"),
+            "ours: rollout (discard 0)": ours("rollout", 0.0),
+            "ours: rollout, product": ours("rollout", which=product),
+            "ours: grad_rollout": ours("grad_rollout"),
+            "ours: gae": ours("gae"),
+            "ours: flow": ours("flow"),
+        }
+        if batch <= args.original_max_batch:
+            rows["original: rollout"] = lambda: original(x, "rollout")
+            rows["original: grad_rollout"] = lambda: original(x, "grad_rollout")
+        floors = {name: fb if ("grad" in name or "gae" in name) else eager for name in rows if name not in (eager, fb)}
+        floors["forward (sdpa)"] = eager
+        timings = interleaved(rows, floors, args.rounds, sync)
+        for name, fn in rows.items():
+            seconds, ratio = timings[name]
+            method = name.split(": ")[-1]
+            versus = ""
+            if name.startswith("ours") and "original: " + method in timings:
+                versus = f"{timings['original: ' + method][0] / seconds:11.1f}×"
+            peak = peak_extra_mib(fn, device)
+            ratio_text = f"{ratio:8.2f}" if ratio is not None else " " * 8
+            print(f"{batch:5d}  {name:32s} {batch / seconds:8.1f} {ratio_text} {versus:>12s} {peak:9.0f}", flush=True)
         print()
 
 
-def memory_child(strategy: str) -> None:
-    """Run one strategy in this (fresh) process and print its peak RSS in MiB as JSON."""
+def memory_child(strategy: str, device: str, dtype: torch.dtype) -> None:
+    """Run one strategy in this (fresh) process; print its extra peak memory in MiB as JSON.
+
+    CPU: peak RSS (``ru_maxrss``) minus the RSS after loading the model. CUDA: peak allocated
+    minus allocated after loading.
+    """
     torch.set_num_threads(2)
-    model, processor = vit_large_384()
-    x = torch.randn(1, 3, 384, 384)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model, processor = vit_large_384(device, dtype)
+    x = torch.randn(1, 3, 384, 384, device=device, dtype=dtype)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() / 2**20
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kind, _, method = strategy.partition(":")
     if strategy == "forward":
         with torch.no_grad():
             model(pixel_values=x)
@@ -192,11 +281,12 @@ def memory_child(strategy: str) -> None:
         model.set_attn_implementation("eager" if "eager" in strategy else "sdpa")
         pixels = x.clone().requires_grad_(True)
         torch.autograd.grad(model(pixel_values=pixels).logits[0, 0], pixels)
-    elif strategy.startswith("ours:"):
-        method = strategy.split(":")[1]
-        RolloutExplainer(model, processor).relevance_maps(x, target=0 if method != "rollout" else None, method=method)
-    elif strategy.startswith("store-all:"):
-        method = strategy.split(":")[1]
+    elif kind == "ours":
+        method, _, variant = method.partition(":")
+        buffer = 0 if variant == "product" else 256
+        explainer = RolloutExplainer(model, processor, rollout_buffer_mib=buffer)
+        explainer.relevance_maps(x, target=0 if method != "rollout" else None, method=method)
+    elif kind == "store-all":
         model.set_attn_implementation("eager")
         if method == "rollout":
             with torch.no_grad():
@@ -207,43 +297,56 @@ def memory_child(strategy: str) -> None:
             attentions = list(outputs.attentions)
             grads = torch.autograd.grad(outputs.logits[0, 0], attentions)
             (gae if method == "gae" else gradient_rollout)([a.detach() for a in attentions], list(grads))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"strategy": strategy, "loaded_mib": before, "peak_mib": peak}))
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"strategy": strategy, "before_mib": before, "peak_mib": peak}))
+
+
+STRATEGIES = {
+    "forward": "forward only (no grad)",
+    "ours:rollout": "ours: rollout (default, maps held for the final fold)",
+    "ours:rollout:product": "ours: rollout, rollout_buffer_mib=0 (running product)",
+    "store-all:rollout": "store-all rollout (output_attentions=True, then attention_rollout)",
+    "forward+backward (sdpa)": "forward+backward, SDPA attention",
+    "forward+backward (eager)": "forward+backward, eager attention",
+    "ours:gae": "ours: GAE (gradients folded last layer first)",
+    "store-all:gae": "store-all GAE (all maps and gradients kept, then gae)",
+}
 
 
 def memory(args):
-    strategies = [
-        "forward",
-        "ours:rollout",
-        "store-all:rollout",
-        "forward+backward (sdpa)",
-        "forward+backward (eager)",
-        "ours:gae",
-        "store-all:gae",
-    ]
-    print("ViT-L/16 shape at 384 px (24 layers × 16 heads × 577 tokens), batch 1, random weights;")
-    print("peak RSS of a fresh process, minus the RSS after loading the model\n")
-    print(f"{'strategy':26s} {'extra peak MiB':>15s}")
-    for strategy in strategies:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", strategy], capture_output=True, text=True, check=True)
+    print(f"ViT-L/16 shape at 384 px (24 layers × 16 heads × 577 tokens), batch 1, random weights, {args.dtype} "
+          f"on {args.device}; extra peak memory of a fresh process over the loaded model\n")
+    print(f"{'strategy':70s} {'extra peak MiB':>15s}")
+    for strategy, label in STRATEGIES.items():
+        command = [sys.executable, __file__, "--memory-child", strategy, "--device", args.device, "--dtype", args.dtype]
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{strategy:26s} {row['peak_mib'] - row['loaded_mib']:15.0f}", flush=True)
+        print(f"{label:70s} {row['peak_mib'] - row['before_mib']:15.0f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--original-max-batch", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (the CI machine has 2 cores)")
     parser.add_argument("--memory", action="store_true", help="run the ViT-L/384 memory comparison instead")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.memory_child:
-        memory_child(args.memory_child)
+        memory_child(args.memory_child, args.device, DTYPES[args.dtype])
     elif args.memory:
         memory(args)
     else:
-        torch.set_num_threads(2)
         speed(args)
 
 

@@ -281,6 +281,9 @@ def test_constructor_validates_settings(checkpoint):
         RolloutExplainer.from_pretrained(checkpoint("vit"), discard_ratio=2)
     with pytest.raises(ValueError, match="batch_size"):
         RolloutExplainer.from_pretrained(checkpoint("vit"), batch_size=0)
+    for bad in (-1, float("nan"), "64", True):
+        with pytest.raises(ValueError, match="rollout_buffer_mib must be a number >= 0"):
+            RolloutExplainer.from_pretrained(checkpoint("vit"), rollout_buffer_mib=bad)
 
 
 def test_attention_modules_found_for_every_family(explainers):
@@ -300,6 +303,35 @@ def test_batches_are_split_by_batch_size(checkpoint, images):
     big = RolloutExplainer.from_pretrained(checkpoint("vit"), batch_size=8)
     for a, b in zip(small(images * 2), big(images * 2)):
         np.testing.assert_allclose(a.mask, b.mask, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["vit", "dinov2_registers"])
+def test_rollout_is_the_same_whether_maps_are_held_or_multiplied(checkpoint, images, monkeypatch, family):
+    import hf_vit_rollout.explainer as explainer_module
+    from hf_vit_rollout.methods.chain import ChainFold
+    from hf_vit_rollout.tokens import TokenLayout
+
+    folds = []
+
+    class Spy(ChainFold):
+        def relevance(self, num_layers):
+            folds.append(self.num_folded)
+            return super().relevance(num_layers)
+
+    monkeypatch.setattr(explainer_module, "ChainFold", Spy)
+    reference = RolloutExplainer.from_pretrained(checkpoint(family))
+    pixels = reference.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    n = TokenLayout.from_config(reference.model.config, tuple(pixels.shape[-2:])).num_tokens
+    one_map_mib = len(images) * n * n * 4 / 2**20
+    results = {}
+    for buffer_mib in (0, one_map_mib, float("inf")):
+        explainer = RolloutExplainer(reference.model, reference.image_processor, rollout_buffer_mib=buffer_mib)
+        results[buffer_mib] = explainer.relevance_maps(pixels, method="rollout", discard_ratio=0.5)
+    # 3 layers: all multiplied into the product / the 2nd overflows a one-map buffer, the 3rd is
+    # held for the final fold / all held
+    assert folds == [3, 2, 0]
+    torch.testing.assert_close(results[one_map_mib], results[0])
+    torch.testing.assert_close(results[float("inf")], results[0])
 
 
 def test_relevance_maps_on_preprocessed_inputs(explainers, images):

@@ -181,20 +181,26 @@ def test_batch_entries_are_independent():
 
 
 # ----------------------------------------------------------------------------- streaming accumulation
-@pytest.mark.parametrize("direction", ["forward", "backward"])
-def test_chain_fold_equals_full_product_whatever_the_arrival_order(direction):
+@pytest.mark.parametrize(
+    "direction,buffered_maps,expected_folds",
+    [("backward", 0, 0), ("forward", 0, 5), ("forward", 2, 3), ("forward", 5, 0), ("forward", 100, 0)],
+)
+def test_chain_fold_equals_full_product_whatever_the_arrival_order(direction, buffered_maps, expected_folds):
     layers = [rollout_layer(a) for a in random_attention(layers=5)]
+    map_bytes = layers[0].numel() * layers[0].element_size()
     weights = torch.zeros(7)
     weights[0] = 1.0
     expected = chain_layers(layers)[:, 0]
     orders = {"forward": [0, 1, 2, 3, 4], "backward": [4, 3, 2, 1, 0]}
     for order in (orders[direction], [2, 0, 4, 1, 3]):
-        fold = ChainFold(weights, direction)
+        fold = ChainFold(weights, direction, buffer_bytes=buffered_maps * map_bytes)
         if direction == "backward":
             fold.start_backward(5)
         for layer in order:
             fold.add(layer, layers[layer])
         torch.testing.assert_close(fold.relevance(5), expected)
+        # a 2-map buffer overflows at the 3rd map (3 folded into the product); the last 2 stay held
+        assert fold.num_folded == expected_folds
 
 
 def test_chain_fold_refuses_incomplete_chains():

@@ -72,10 +72,10 @@ def find_attention_modules(model: nn.Module) -> list[tuple[str, nn.Module, int]]
     return found
 
 
-def _all_configs(model: nn.Module) -> list:
-    """Every config object reachable from the model (its own, submodels', nested sub-configs)."""
+def _all_configs(modules: list[nn.Module]) -> list:
+    """Every config object reachable from the modules (their own, nested sub-configs)."""
     seen: dict[int, object] = {}
-    stack = [getattr(m, "config", None) for m in model.modules()]
+    stack = [getattr(m, "config", None) for m in modules]
     while stack:
         config = stack.pop()
         if config is None or id(config) in seen or not hasattr(config, "_attn_implementation_internal"):
@@ -96,6 +96,8 @@ class AttentionCapture:
             attached to the autograd graph when gradients are enabled).
         modules_root: capture only attention modules inside this submodule (e.g. the vision tower
             of a CLIP model, whose text tower has attention modules too); default the whole model.
+        attention_modules: the result of :func:`find_attention_modules` for ``modules_root``, if
+            the caller already has it (saves searching the model on every call).
 
     Raises:
         CaptureError: on enter, if the model has no self-attention modules; during the forward pass,
@@ -107,6 +109,7 @@ class AttentionCapture:
         model: nn.Module,
         on_attention: Callable[[int, torch.Tensor], None],
         modules_root: nn.Module | None = None,
+        attention_modules: list[tuple[str, nn.Module, int]] | None = None,
     ):
         self.model = model
         self.on_attention = on_attention
@@ -114,7 +117,9 @@ class AttentionCapture:
         self._handles: list = []
         self._saved_impl: list[tuple[object, object]] = []
         self._saved_training: list[tuple[nn.Module, bool]] = []
-        self._modules = find_attention_modules(model if modules_root is None else modules_root)
+        if attention_modules is None:
+            attention_modules = find_attention_modules(model if modules_root is None else modules_root)
+        self._modules = attention_modules
         if not self._modules:
             raise CaptureError(
                 f"{type(model).__name__} has no global self-attention modules that expose attention "
@@ -142,14 +147,16 @@ class AttentionCapture:
 
     def __enter__(self) -> AttentionCapture:
         self.num_layers = 0
-        self._saved_impl = [(c, c._attn_implementation_internal) for c in _all_configs(self.model)]
-        self._saved_training = [(m, m.training) for m in self.model.modules()]
+        modules = list(self.model.modules())
+        self._saved_impl = [(c, c._attn_implementation_internal) for c in _all_configs(modules)]
+        self._saved_training = [(m, m.training) for m in modules]
         try:
             if any(impl != "eager" for _, impl in self._saved_impl):
                 setter = getattr(self.model, "set_attn_implementation", None)
                 if setter is not None:
                     setter("eager")
-            self.model.eval()
+            if any(training for _, training in self._saved_training):
+                self.model.eval()
             for name, module, index in self._modules:
                 self._handles.append(module.register_forward_hook(self._hook(name, index)))
         except BaseException:
@@ -164,7 +171,8 @@ class AttentionCapture:
         for config, impl in self._saved_impl:
             config._attn_implementation_internal = impl
         for module, training in self._saved_training:
-            module.training = training
+            if module.training != training:
+                module.training = training
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._restore()

@@ -1,9 +1,17 @@
 """Streaming accumulation of ``w · M_L ··· M_1`` from per-layer maps, in either arrival order.
 
 Forward hooks deliver layer maps first layer first; gradient hooks deliver them last layer first.
-:class:`ChainFold` multiplies each map in as soon as the next one in its direction arrives, so only
-``O(B·N²)`` is held, and it keys every map by its layer index, so an out-of-order arrival is kept
-until its turn instead of being multiplied in the wrong place.
+:class:`ChainFold` keys every map by its layer index, so an out-of-order arrival is kept until its
+turn instead of being multiplied in the wrong place.
+
+* Backward order (gradient methods): the ``(B, N)`` row ``w · M_{L-1} ··· M_l`` is updated as each
+  map arrives: ``O(B·N²)`` time per layer, ``O(B·N)`` state.
+* Forward order (rollout): the row vector cannot be formed before the last layer has run, so maps
+  are held in a buffer of at most ``buffer_bytes``; at the end the row is folded through them from
+  the output side (``O(B·N²)`` per layer). When the buffer would overflow, the held maps are
+  multiplied into a ``(B, N, N)`` running product ``M_l ··· M_0`` instead, which costs ``B·N³``
+  per layer but bounds the extra memory at ``buffer_bytes + O(B·N²)``. ``buffer_bytes=0`` always
+  folds into the product (strict ``O(B·N²)`` memory).
 """
 
 from __future__ import annotations
@@ -16,20 +24,26 @@ class ChainFold:
 
     Args:
         output_weights: ``(N,)`` weights ``w`` of the output tokens.
-        direction: ``"forward"`` (maps arrive 0, 1, ...: keeps the ``(B, N, N)`` running product
-            ``M_l ··· M_0``) or ``"backward"`` (maps arrive L-1, L-2, ...: keeps the ``(B, N)`` row
-            vector ``w · M_{L-1} ··· M_l``).
+        direction: ``"forward"`` (maps arrive 0, 1, ...) or ``"backward"`` (maps arrive L-1, L-2, ...).
+        buffer_bytes: forward direction only: how many bytes of maps may be held before they are
+            multiplied into the running product (see the module docstring).
     """
 
-    def __init__(self, output_weights: torch.Tensor, direction: str):
+    def __init__(self, output_weights: torch.Tensor, direction: str, buffer_bytes: float = 0):
         if direction not in ("forward", "backward"):
             raise ValueError(f"direction must be 'forward' or 'backward', not {direction!r}")
+        if not buffer_bytes >= 0:
+            raise ValueError(f"buffer_bytes must be >= 0, got {buffer_bytes}")
         self.output_weights = output_weights
         self.direction = direction
+        self.buffer_bytes = buffer_bytes
         self._pending: dict[int, torch.Tensor] = {}
         self._seen: set[int] = set()
-        self._state: torch.Tensor | None = None
+        self._state: torch.Tensor | None = None  # forward: (B, N, N) product; backward: (B, N) row
+        self._buffer: list[torch.Tensor] = []  # forward: maps after the product, in layer order
+        self._buffered = 0
         self._next: int | None = 0 if direction == "forward" else None
+        self.num_folded = 0  # forward maps multiplied into the (B, N, N) product (B·N³ each)
 
     def add(self, layer: int, layer_map: torch.Tensor) -> None:
         """Hand in layer ``layer``'s ``(B, N, N)`` map."""
@@ -44,28 +58,42 @@ class ChainFold:
         self._next = num_layers - 1
         self._drain()
 
+    def _row(self, m: torch.Tensor) -> torch.Tensor:
+        w = self.output_weights.to(device=m.device, dtype=m.dtype)
+        return w.expand(m.shape[0], -1)
+
     def _drain(self) -> None:
         while self._next is not None and self._next in self._pending:
             m = self._pending.pop(self._next)
             if self.direction == "forward":
-                self._state = m if self._state is None else torch.bmm(m, self._state)
+                self._buffer.append(m)
+                self._buffered += m.numel() * m.element_size()
+                if self._buffered > self.buffer_bytes:
+                    for held in self._buffer:
+                        self._state = held if self._state is None else torch.bmm(held, self._state)
+                        self.num_folded += 1
+                    self._buffer, self._buffered = [], 0
                 self._next += 1
             else:
                 if self._state is None:
-                    w = self.output_weights.to(device=m.device, dtype=m.dtype)
-                    self._state = w.expand(m.shape[0], -1)
+                    self._state = self._row(m)
                 self._state = torch.bmm(self._state.unsqueeze(1), m).squeeze(1)
                 self._next -= 1
 
     def relevance(self, num_layers: int) -> torch.Tensor:
         """``(B, N)`` relevance once all ``num_layers`` maps were added."""
         done = self._next == num_layers if self.direction == "forward" else self._next == -1
-        if not done or self._pending or self._state is None:
+        if not done or self._pending or (self._state is None and not self._buffer):
             raise RuntimeError(
                 f"incomplete chain: expected {num_layers} layers, next missing {self._next}, "
                 f"{len(self._pending)} out of order"
             )
         if self.direction == "backward":
             return self._state
-        w = self.output_weights.to(device=self._state.device, dtype=self._state.dtype)
-        return torch.einsum("i,bij->bj", w, self._state)
+        last = self._buffer[-1] if self._buffer else self._state
+        row = self._row(last)
+        for held in reversed(self._buffer):
+            row = torch.bmm(row.unsqueeze(1), held).squeeze(1)
+        if self._state is not None:
+            row = torch.bmm(row.unsqueeze(1), self._state).squeeze(1)
+        return row
