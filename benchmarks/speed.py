@@ -211,20 +211,20 @@ def speed(args):
         x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
         target = torch.zeros(batch, dtype=torch.long, device=device)
 
-        def forward(impl):
+        def forward(impl, x=x):
             model.set_attn_implementation(impl)
             with torch.no_grad():
                 model(pixel_values=x)
             model.set_attn_implementation("sdpa")
 
-        def forward_backward():
+        def forward_backward(x=x, target=target):
             model.set_attn_implementation("eager")
             pixels = x.clone().requires_grad_(True)
             logits = model(pixel_values=pixels).logits
             torch.autograd.grad(logits.gather(1, target[:, None]).sum(), pixels)
             model.set_attn_implementation("sdpa")
 
-        def ours(method, ratio=None, which=explainer):
+        def ours(method, ratio=None, which=explainer, x=x):
             gradient = method in ("grad_rollout", "gae")
             return lambda: which.relevance_maps(x, target=0 if gradient else None, method=method, discard_ratio=ratio)
 
@@ -240,8 +240,8 @@ def speed(args):
             "ours: flow": ours("flow"),
         }
         if batch <= args.original_max_batch:
-            rows["original: rollout"] = lambda: original(x, "rollout")
-            rows["original: grad_rollout"] = lambda: original(x, "grad_rollout")
+            rows["original: rollout"] = lambda x=x: original(x, "rollout")
+            rows["original: grad_rollout"] = lambda x=x: original(x, "grad_rollout")
         floors = {name: fb if ("grad" in name or "gae" in name) else eager for name in rows if name not in (eager, fb)}
         floors["forward (sdpa)"] = eager
         timings = interleaved(rows, floors, args.rounds, sync)

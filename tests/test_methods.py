@@ -11,6 +11,7 @@ from hf_vit_rollout.methods import (
     attention_rollout,
     chain_layers,
     discard_lowest,
+    kth_smallest,
     fuse_heads,
     gae,
     gradient_rollout,
@@ -210,6 +211,19 @@ def test_chain_fold_refuses_incomplete_chains():
         fold.relevance(2)
     with pytest.raises(ValueError, match="twice"):
         fold.add(0, torch.eye(3)[None])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_kth_smallest_agrees_with_kthvalue(dtype):
+    torch.manual_seed(0)
+    flat = torch.rand(5, 300).to(dtype)
+    flat[1] = torch.randint(0, 4, (300,)).to(dtype)  # heavy ties
+    flat[2, :7] = float("nan")  # NaN sorts last in both
+    for k in (1, 150, 299, 300):
+        expected = flat.kthvalue(k, dim=-1, keepdim=True).values
+        got = kth_smallest(flat, k)
+        assert got.dtype == dtype and got.shape == (5, 1)
+        torch.testing.assert_close(got, expected, equal_nan=True)
 
 
 def test_discard_drops_exactly_k_entries_even_with_ties():

@@ -20,6 +20,7 @@ from .rollout import (
     chain_layers,
     discard_lowest,
     fuse_heads,
+    kth_smallest,
     rollout_layer,
     token_relevance,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "gae_layer",
     "gradient_rollout",
     "gradient_rollout_layer",
+    "kth_smallest",
     "rollout_layer",
     "token_relevance",
 ]
