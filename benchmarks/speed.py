@@ -24,7 +24,11 @@ ViT-L/16-shaped model at 384 px (24 layers, 16 heads, 577 tokens) and runs one i
 store-everything strategy (``output_attentions=True``, all maps and gradients kept, then the pure
 functions).
 
-``--device cuda --dtype float16`` runs both on a GPU (maps are computed in float32 regardless).
+Breakdown (``python benchmarks/speed.py --breakdown --batches 32``): where rollout's own time goes
+inside real explainer calls (data fresh from the model, not hot in cache): the time spent in each
+step of ``rollout_layer``, per layer, next to the model's own time per layer.
+
+``--device cuda --dtype float16`` runs them on a GPU (maps are computed in float32 regardless).
 """
 
 from __future__ import annotations
@@ -257,6 +261,69 @@ def speed(args):
         print()
 
 
+def breakdown(args):
+    """Time each step of rollout_layer inside explainer calls (see the module docstring)."""
+    import hf_vit_rollout.methods.rollout as steps
+
+    device, dtype = args.device, DTYPES[args.dtype]
+    model, processor = deit_tiny(device, dtype)
+    explainer = RolloutExplainer(model, processor)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    names = ("fuse_heads", "kth_smallest", "discard_lowest", "add_residual_and_normalize")
+    spent = dict.fromkeys(names, 0.0)
+    originals = {name: getattr(steps, name) for name in names}
+
+    def timed_step(name):
+        def step(*a, **k):
+            sync()
+            started = time.perf_counter()
+            out = originals[name](*a, **k)
+            sync()
+            spent[name] += time.perf_counter() - started
+            return out
+
+        return step
+
+    layers = len(find_attention_modules(model))
+    for batch in args.batches:
+        x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
+
+        def forward(x=x):
+            model.set_attn_implementation("eager")
+            with torch.no_grad():
+                model(pixel_values=x)
+            model.set_attn_implementation("sdpa")
+
+        forward()
+        explainer.relevance_maps(x)  # warm-up
+        forward_s, call_s = [], []
+        for name in names:
+            spent[name] = 0.0
+            setattr(steps, name, timed_step(name))
+        try:
+            for _ in range(args.rounds):
+                for samples, fn in ((forward_s, forward), (call_s, lambda x=x: explainer.relevance_maps(x))):
+                    sync()
+                    started = time.perf_counter()
+                    fn()
+                    sync()
+                    samples.append(time.perf_counter() - started)
+        finally:
+            for name in names:
+                setattr(steps, name, originals[name])
+        per_layer = {name: spent[name] / args.rounds / layers * 1e3 for name in names}
+        n = 197
+        moved = batch * n * n * 4 * (3 + 1)  # head mean: read B·H·N² floats, write B·N²
+        print(f"batch {batch}: forward {statistics.median(forward_s) * 1e3:.1f} ms "
+              f"({statistics.median(forward_s) / layers * 1e3:.2f} ms per layer), explainer call "
+              f"{statistics.median(call_s) * 1e3:.1f} ms (timed steps add their own overhead)")
+        print(f"  per layer: head mean {per_layer['fuse_heads']:.2f} ms "
+              f"({moved / (per_layer['fuse_heads'] / 1e3) / 1e9:.0f} GB/s moved), "
+              f"threshold selection {per_layer['kth_smallest']:.2f} ms, masking "
+              f"{per_layer['discard_lowest'] - per_layer['kth_smallest']:.2f} ms, "
+              f"residual+normalise {per_layer['add_residual_and_normalize']:.2f} ms")
+
+
 def memory_child(strategy: str, device: str, dtype: torch.dtype) -> None:
     """Run one strategy in this (fresh) process; print its extra peak memory in MiB as JSON.
 
@@ -339,6 +406,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (the CI machine has 2 cores)")
     parser.add_argument("--memory", action="store_true", help="run the ViT-L/384 memory comparison instead")
+    parser.add_argument("--breakdown", action="store_true", help="time rollout's steps inside explainer calls instead")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -346,6 +414,8 @@ def main() -> None:
         memory_child(args.memory_child, args.device, DTYPES[args.dtype])
     elif args.memory:
         memory(args)
+    elif args.breakdown:
+        breakdown(args)
     else:
         speed(args)
 

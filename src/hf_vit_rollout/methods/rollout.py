@@ -41,7 +41,7 @@ def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tens
 def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th smallest value (1-based) of each row, by selection (linear time, no sort).
 
-    On the CPU, float32/float64 rows go through ``numpy.partition`` (SIMD introselect, 5-7× faster
+    On the CPU, float32/float64 rows go through ``numpy.partition`` (SIMD introselect, 4-7× faster
     than ``torch.kthvalue``, which also tracks indices); elsewhere (CUDA, half precision)
     ``torch.kthvalue`` is used. Both return the same value; ``NaN`` sorts last in both.
 
