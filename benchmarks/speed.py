@@ -1,7 +1,7 @@
 """Throughput and memory: our methods vs the model's own passes and vs the original tool's approach.
 
 Speed (``python benchmarks/speed.py``): a random-weight DeiT-tiny-shaped model (12 layers, 3 heads,
-197 tokens), random inputs, batch sizes 1, 8, 32, all in one run. Rows:
+198 tokens: class, distillation and 196 patch tokens), random inputs, batch sizes 1, 8, 32, all in one run. Rows:
 
 * ``forward (eager)`` / ``forward (sdpa)``: the model alone, no grad (the floor for rollout and flow);
 * ``forward+backward (eager)``: forward, then the gradient of one logit per image down to the input
@@ -49,6 +49,7 @@ import torch
 
 from hf_vit_rollout import RolloutExplainer, attention_rollout, gae, gradient_rollout
 from hf_vit_rollout.capture import find_attention_modules
+from hf_vit_rollout.tokens import TokenLayout
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -204,7 +205,7 @@ def speed(args):
     original = OriginalApproach(model)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     where = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"DeiT-tiny shape (12 layers × 3 heads × 197 tokens), random weights, {args.dtype}, torch {torch.__version__}, "
+    print(f"DeiT-tiny shape (12 layers × 3 heads × 198 tokens), random weights, {args.dtype}, torch {torch.__version__}, "
           f"{where}; {args.rounds} interleaved rounds (median); × floor = time / floor time of the same round; "
           "peak = extra peak memory of one call\n")
     header = f"{'batch':>5s}  {'row':32s} {'img/s':>8s} {'× floor':>8s} {'vs original':>12s} {'peak MiB':>9s}"
@@ -312,8 +313,8 @@ def breakdown(args):
             for name in names:
                 setattr(steps, name, originals[name])
         per_layer = {name: spent[name] / args.rounds / layers * 1e3 for name in names}
-        n = 197
-        moved = batch * n * n * 4 * (3 + 1)  # head mean: read B·H·N² floats, write B·N²
+        n = TokenLayout.from_config(model.config, (224, 224)).num_tokens
+        moved = batch * n * n * 4 * (model.config.num_attention_heads + 1)  # head mean: read B·H·N², write B·N²
         print(f"batch {batch}: forward {statistics.median(forward_s) * 1e3:.1f} ms "
               f"({statistics.median(forward_s) / layers * 1e3:.2f} ms per layer), explainer call "
               f"{statistics.median(call_s) * 1e3:.1f} ms (timed steps add their own overhead)")
