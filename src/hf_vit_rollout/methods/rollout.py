@@ -86,7 +86,7 @@ def discard_lowest(fused: torch.Tensor, discard_ratio: float, keep_index: int | 
         return fused
     threshold = kth_smallest(flat, k)
     keep = flat > threshold  # at most n·n - k per row; fewer where values tie at the threshold
-    if int(keep.sum()) < batch * (n * n - k):  # ties: drop only the first of them
+    if int(torch.count_nonzero(keep)) < batch * (n * n - k):  # ties: drop only the first of them
         below = flat < threshold
         at = flat == threshold
         room = k - below.sum(dim=-1, keepdim=True)
