@@ -24,9 +24,9 @@ ViT-L/16-shaped model at 384 px (24 layers, 16 heads, 577 tokens) and runs one i
 store-everything strategy (``output_attentions=True``, all maps and gradients kept, then the pure
 functions).
 
-Breakdown (``python benchmarks/speed.py --breakdown --batches 32``): where rollout's own time goes
-inside real explainer calls (data fresh from the model, not hot in cache): the time spent in each
-step of ``rollout_layer``, per layer, next to the model's own time per layer.
+Breakdown (``python benchmarks/speed.py --breakdown``): where rollout's own time goes inside real
+explainer calls (data fresh from the model, not hot in cache): the time spent in ``rollout_layer``
+per layer, next to the model's own time per layer, and the rest of the call.
 
 ``--device cuda --dtype float16`` runs them on a GPU (maps are computed in float32 regardless).
 """
@@ -49,7 +49,6 @@ import torch
 
 from hf_vit_rollout import RolloutExplainer, attention_rollout, gae, gradient_rollout
 from hf_vit_rollout.capture import find_attention_modules
-from hf_vit_rollout.tokens import TokenLayout
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -263,27 +262,23 @@ def speed(args):
 
 
 def breakdown(args):
-    """Time each step of rollout_layer inside explainer calls (see the module docstring)."""
-    import hf_vit_rollout.methods.rollout as steps
+    """Time rollout's per-layer map inside explainer calls (see the module docstring)."""
+    import hf_vit_rollout.methods as methods
 
     device, dtype = args.device, DTYPES[args.dtype]
     model, processor = deit_tiny(device, dtype)
     explainer = RolloutExplainer(model, processor)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    names = ("fuse_heads", "kth_smallest", "discard_lowest", "add_residual_and_normalize")
-    spent = dict.fromkeys(names, 0.0)
-    originals = {name: getattr(steps, name) for name in names}
+    original_layer = methods.rollout_layer
+    spent = [0.0]
 
-    def timed_step(name):
-        def step(*a, **k):
-            sync()
-            started = time.perf_counter()
-            out = originals[name](*a, **k)
-            sync()
-            spent[name] += time.perf_counter() - started
-            return out
-
-        return step
+    def timed_layer(*a, **k):
+        sync()
+        started = time.perf_counter()
+        out = original_layer(*a, **k)
+        sync()
+        spent[0] += time.perf_counter() - started
+        return out
 
     layers = len(find_attention_modules(model))
     for batch in args.batches:
@@ -297,32 +292,25 @@ def breakdown(args):
 
         forward()
         explainer.relevance_maps(x)  # warm-up
-        forward_s, call_s = [], []
-        for name in names:
-            spent[name] = 0.0
-            setattr(steps, name, timed_step(name))
+        forward_s, call_s, layer_s = [], [], []
+        methods.rollout_layer = timed_layer
         try:
             for _ in range(args.rounds):
                 for samples, fn in ((forward_s, forward), (call_s, lambda x=x: explainer.relevance_maps(x))):
+                    spent[0] = 0.0
                     sync()
                     started = time.perf_counter()
                     fn()
                     sync()
                     samples.append(time.perf_counter() - started)
+                layer_s.append(spent[0])
         finally:
-            for name in names:
-                setattr(steps, name, originals[name])
-        per_layer = {name: spent[name] / args.rounds / layers * 1e3 for name in names}
-        n = TokenLayout.from_config(model.config, (224, 224)).num_tokens
-        moved = batch * n * n * 4 * (model.config.num_attention_heads + 1)  # head mean: read B·H·N², write B·N²
-        print(f"batch {batch}: forward {statistics.median(forward_s) * 1e3:.1f} ms "
-              f"({statistics.median(forward_s) / layers * 1e3:.2f} ms per layer), explainer call "
-              f"{statistics.median(call_s) * 1e3:.1f} ms (timed steps add their own overhead)")
-        print(f"  per layer: head mean {per_layer['fuse_heads']:.2f} ms "
-              f"({moved / (per_layer['fuse_heads'] / 1e3) / 1e9:.0f} GB/s moved), "
-              f"threshold selection {per_layer['kth_smallest']:.2f} ms, masking "
-              f"{per_layer['discard_lowest'] - per_layer['kth_smallest']:.2f} ms, "
-              f"residual+normalise {per_layer['add_residual_and_normalize']:.2f} ms")
+            methods.rollout_layer = original_layer
+        fwd, call, maps = (statistics.median(v) * 1e3 for v in (forward_s, call_s, layer_s))
+        print(f"batch {batch}: forward {fwd:.1f} ms ({fwd / layers:.2f} ms per layer); explainer call {call:.1f} ms, "
+              f"of which rollout_layer {maps:.1f} ms ({maps / layers:.2f} ms per layer, "
+              f"{maps / fwd:.1%} of the forward pass); the rest (capture, final fold, a slower forward) "
+              f"{call - fwd - maps:.1f} ms")
 
 
 def memory_child(strategy: str, device: str, dtype: torch.dtype) -> None:

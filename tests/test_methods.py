@@ -213,6 +213,27 @@ def test_chain_fold_refuses_incomplete_chains():
         fold.add(0, torch.eye(3)[None])
 
 
+@pytest.mark.parametrize("fusion", ["mean", "max", "min"])
+@pytest.mark.parametrize("discard", [0.0, 0.5, 0.9])
+@pytest.mark.parametrize("keep_index", [0, 2, None])
+def test_numpy_cpu_path_equals_the_torch_path(fusion, discard, keep_index):
+    from hf_vit_rollout.methods.rollout import _rollout_layer_numpy, _rollout_layer_torch
+
+    attention = random_attention(batch=3, heads=4, tokens=9, layers=1)[0]
+    tied = attention.clone()
+    tied[1] = 1.0 / 9  # uniform: every entry ties at the threshold
+    tied[2, :, :3] = torch.tensor([0.5, 0.25, 0.25] + [0.0] * 6)  # exact zeros and repeated values
+    strided = torch.randn(3, 9, 4, 9).softmax(-1).transpose(1, 2)  # not contiguous
+    for a in (attention, tied, strided):
+        expected = _rollout_layer_torch(a, fusion, discard, keep_index)
+        got = _rollout_layer_numpy(a, fusion, discard, keep_index)
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+        assert torch.equal(got == 0, expected == 0)  # the same entries discarded
+    assert rollout_layer(attention.requires_grad_()).requires_grad  # autograd input: torch path
+    with pytest.raises(ValueError, match="unknown head_fusion"):
+        _rollout_layer_numpy(attention.detach(), "median", 0.0, 0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_kth_smallest_agrees_with_kthvalue(dtype):
     torch.manual_seed(0)
