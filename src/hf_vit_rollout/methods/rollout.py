@@ -164,7 +164,7 @@ def _rollout_layer_numpy(
 
     The batched torch ops pass over the whole ``(B, N, N)`` batch once per step (fuse, select,
     mask, normalise), each pass going to memory; here each image's ``(N, N)`` map (157 KB at 198
-    tokens) stays in cache through all steps, and numpy calls cost ~1 µs where torch ops cost ~5-10.
+    tokens) stays in cache through all steps, and a numpy call costs less than a torch op.
     The steps and their tie handling are those of :func:`fuse_heads`, :func:`discard_lowest` and
     :func:`add_residual_and_normalize` (tested equal).
     """
