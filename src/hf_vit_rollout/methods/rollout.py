@@ -128,9 +128,6 @@ def rollout_layer(
 ) -> torch.Tensor:
     """One layer's residual-adjusted, head-fused, row-stochastic map ``Â_l``.
 
-    Args:
-        attention: ``(B, H, N, N)``.
-
     Float32 CPU tensors without autograd history go through :func:`_rollout_layer_numpy` (same
     results, 20-40% faster); everything else through the batched torch ops below.
 
