@@ -11,10 +11,10 @@ from hf_vit_rollout.methods import (
     attention_rollout,
     chain_layers,
     discard_lowest,
-    kth_smallest,
     fuse_heads,
     gae,
     gradient_rollout,
+    kth_smallest,
     rollout_layer,
 )
 from hf_vit_rollout.methods.chain import ChainFold
@@ -182,6 +182,7 @@ def test_batch_entries_are_independent():
 
 
 # ----------------------------------------------------------------------------- streaming accumulation
+# forward with a 2-map buffer: the 3rd map overflows it (3 folded into the product), the last 2 stay held
 @pytest.mark.parametrize(
     "direction,buffered_maps,expected_folds",
     [("backward", 0, 0), ("forward", 0, 5), ("forward", 2, 3), ("forward", 5, 0), ("forward", 100, 0)],
@@ -200,7 +201,6 @@ def test_chain_fold_equals_full_product_whatever_the_arrival_order(direction, bu
         for layer in order:
             fold.add(layer, layers[layer])
         torch.testing.assert_close(fold.relevance(5), expected)
-        # a 2-map buffer overflows at the 3rd map (3 folded into the product); the last 2 stay held
         assert fold.num_folded == expected_folds
 
 

@@ -22,7 +22,7 @@ from .capture import AttentionCapture, CaptureError, find_attention_modules
 from .errors import TargetError, UnsupportedModelError
 from .explanation import Explanation
 from .images import load_images
-from .methods import HEAD_FUSIONS, METHODS, MethodSpec, flow_from_layers
+from .methods import METHODS, MethodSpec, check_head_fusion, flow_from_layers
 from .methods.chain import ChainFold
 from .tokens import TokenLayout
 
@@ -68,12 +68,6 @@ def _check_method(method: str) -> MethodSpec:
     return METHODS[method]
 
 
-def _check_head_fusion(head_fusion: str) -> str:
-    if head_fusion not in HEAD_FUSIONS:
-        raise ValueError(f"unknown head_fusion {head_fusion!r}; choose one of {', '.join(HEAD_FUSIONS)}")
-    return head_fusion
-
-
 def _check_discard_ratio(discard_ratio) -> float:
     if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)):
         raise ValueError(f"discard_ratio must be a number in [0, 1), got {discard_ratio!r}")
@@ -82,6 +76,12 @@ def _check_discard_ratio(discard_ratio) -> float:
             f"discard_ratio must lie in [0, 1) (the fraction of weakest attentions dropped per layer), got {discard_ratio}"
         )
     return float(discard_ratio)
+
+
+def _check_rollout_buffer_mib(rollout_buffer_mib) -> float:
+    if isinstance(rollout_buffer_mib, bool) or not isinstance(rollout_buffer_mib, (int, float)) or not rollout_buffer_mib >= 0:
+        raise ValueError(f"rollout_buffer_mib must be a number >= 0 (MiB), got {rollout_buffer_mib!r}")
+    return float(rollout_buffer_mib)
 
 
 def _similarity_to_first_text(outputs) -> torch.Tensor:
@@ -186,14 +186,12 @@ class RolloutExplainer:
         self.model = model
         self.image_processor = image_processor
         self.method = _check_method(method).name
-        self.head_fusion = _check_head_fusion(head_fusion)
+        self.head_fusion = check_head_fusion(head_fusion)
         self.discard_ratio = None if discard_ratio is None else _check_discard_ratio(discard_ratio)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
-        if isinstance(rollout_buffer_mib, bool) or not isinstance(rollout_buffer_mib, (int, float)) or not rollout_buffer_mib >= 0:
-            raise ValueError(f"rollout_buffer_mib must be a number >= 0 (MiB), got {rollout_buffer_mib!r}")
-        self.rollout_buffer_mib = float(rollout_buffer_mib)
+        self.rollout_buffer_mib = _check_rollout_buffer_mib(rollout_buffer_mib)
         self.interpolate_pos_encoding = bool(interpolate_pos_encoding)
         if device is not None:
             self.model.to(device)
@@ -244,9 +242,10 @@ class RolloutExplainer:
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
         _check_method(method)
-        _check_head_fusion(head_fusion)
+        check_head_fusion(head_fusion)
         if discard_ratio is not None:
             _check_discard_ratio(discard_ratio)
+        _check_rollout_buffer_mib(rollout_buffer_mib)
         source = demo_model_path() if str(pretrained_model_name_or_path) == DEMO_MODEL else pretrained_model_name_or_path
         hub_kwargs = {k: v for k, v in hf_kwargs.items() if k in _HUB_KWARGS}
         text = str(source)
@@ -425,7 +424,7 @@ class RolloutExplainer:
     def _settings(self, method, head_fusion, discard_ratio, target) -> tuple[MethodSpec, str, float]:
         """Validate one call's settings against the explainer's defaults."""
         spec = _check_method(self.method if method is None else method)
-        fusion = _check_head_fusion(self.head_fusion if head_fusion is None else head_fusion)
+        fusion = check_head_fusion(self.head_fusion if head_fusion is None else head_fusion)
         ratio = discard_ratio if discard_ratio is not None else self.discard_ratio
         ratio = spec.default_discard_ratio if ratio is None else _check_discard_ratio(ratio)
         if target is not None and not spec.needs_gradient:

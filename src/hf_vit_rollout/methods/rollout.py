@@ -29,17 +29,19 @@ def fuse_heads(attention: torch.Tensor, head_fusion: str = "mean") -> torch.Tens
     Returns:
         ``(B, N, N)`` tensor.
     """
+    check_head_fusion(head_fusion)
     if head_fusion == "mean":
         return attention.mean(dim=1)
     if head_fusion == "max":
         return attention.amax(dim=1)
-    if head_fusion == "min":
-        return attention.amin(dim=1)
-    raise _unknown_fusion(head_fusion)
+    return attention.amin(dim=1)
 
 
-def _unknown_fusion(head_fusion) -> ValueError:
-    return ValueError(f"unknown head_fusion {head_fusion!r}; choose one of {', '.join(HEAD_FUSIONS)}")
+def check_head_fusion(head_fusion) -> str:
+    """``head_fusion`` itself if it is one of :data:`HEAD_FUSIONS`; else a ``ValueError`` naming them."""
+    if head_fusion not in HEAD_FUSIONS:
+        raise ValueError(f"unknown head_fusion {head_fusion!r}; choose one of {', '.join(HEAD_FUSIONS)}")
+    return head_fusion
 
 
 def kth_smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
@@ -165,8 +167,7 @@ def _rollout_layer_numpy(
     The steps and their tie handling are those of :func:`fuse_heads`, :func:`discard_lowest` and
     :func:`add_residual_and_normalize` (tested equal).
     """
-    if head_fusion not in _NUMPY_FUSIONS:
-        raise _unknown_fusion(head_fusion)
+    check_head_fusion(head_fusion)
     heads = attention.detach().numpy()
     batch, num_heads, n, _ = heads.shape
     k = int(n * n * discard_ratio) if discard_ratio > 0 else 0
