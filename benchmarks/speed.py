@@ -29,6 +29,9 @@ explainer calls (data fresh from the model, not hot in cache): the time spent in
 per layer, next to the model's own time per layer, and the rest of the call.
 
 ``--device cuda --dtype float16`` runs them on a GPU (maps are computed in float32 regardless).
+
+Speed and breakdown fix glibc's mmap and trim thresholds first (``--malloc fixed``, the default;
+see :func:`fix_malloc_thresholds`); ``--malloc default`` leaves glibc's moving thresholds.
 """
 
 from __future__ import annotations
@@ -70,6 +73,24 @@ def vit_large_384(device="cpu", dtype=torch.float32):
                        image_size=384, patch_size=16, num_labels=1000)
     model = ViTForImageClassification(config).eval().to(device=device, dtype=dtype)
     return model, ViTImageProcessorPil(size={"height": 384, "width": 384})
+
+
+def fix_malloc_thresholds() -> bool:
+    """Fix glibc's mmap and trim thresholds at 1 GiB (``mallopt``), as ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` would; ``False`` where the C library is not glibc.
+
+    By default glibc moves both thresholds as the process frees large blocks, so whether a call's
+    multi-MB temporaries come back as fresh pages depends on what ran before it (measured: the same
+    DeiT-tiny forward pass at batch 32 with 0-117 thousand minor page faults and up to 40% more
+    time): the floor and the rows measured against it would then differ by allocation history, not
+    by work done.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 2**30)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+    except (OSError, AttributeError):
+        return False
 
 
 def _rss_mib() -> float:
@@ -205,7 +226,8 @@ def speed(args):
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     where = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"DeiT-tiny shape (12 layers × 3 heads × 198 tokens), random weights, {args.dtype}, torch {torch.__version__}, "
-          f"{where}; {args.rounds} interleaved rounds (median); × floor = time / floor time of the same round; "
+          f"{where}, malloc thresholds {args.malloc}; {args.rounds} interleaved rounds (median); "
+          "× floor = time / floor time of the same round; "
           "peak = extra peak memory of one call\n")
     header = f"{'batch':>5s}  {'row':32s} {'img/s':>8s} {'× floor':>8s} {'vs original':>12s} {'peak MiB':>9s}"
     print(header)
@@ -396,9 +418,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (the CI machine has 2 cores)")
     parser.add_argument("--memory", action="store_true", help="run the ViT-L/384 memory comparison instead")
     parser.add_argument("--breakdown", action="store_true", help="time rollout's steps inside explainer calls instead")
+    parser.add_argument("--malloc", choices=["fixed", "default"], default="fixed",
+                        help="fixed: glibc's mmap/trim thresholds fixed at 1 GiB for the timing (see "
+                             "fix_malloc_thresholds); default: glibc's moving thresholds")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.malloc == "fixed" and not (args.memory or args.memory_child) and not fix_malloc_thresholds():
+        print("note: not glibc; malloc thresholds left as they are", file=sys.stderr)
     if args.memory_child:
         memory_child(args.memory_child, args.device, DTYPES[args.dtype])
     elif args.memory:

@@ -224,7 +224,8 @@ def test_numpy_cpu_path_equals_the_torch_path(fusion, discard, keep_index):
     tied[1] = 1.0 / 9  # uniform: every entry ties at the threshold
     tied[2, :, :3] = torch.tensor([0.5, 0.25, 0.25] + [0.0] * 6)  # exact zeros and repeated values
     strided = torch.randn(3, 9, 4, 9).softmax(-1).transpose(1, 2)  # not contiguous
-    for a in (attention, tied, strided):
+    one_head = random_attention(batch=2, heads=1, tokens=9, layers=1)[0]
+    for a in (attention, tied, strided, one_head):
         expected = _rollout_layer_torch(a, fusion, discard, keep_index)
         got = _rollout_layer_numpy(a, fusion, discard, keep_index)
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
