@@ -85,12 +85,28 @@ def fix_malloc_thresholds() -> bool:
     time): the floor and the rows measured against it would then differ by allocation history, not
     by work done.
     """
+    libc = _glibc()
+    if libc is None:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 2**30)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+
+
+def forward_pass(model, x: torch.Tensor, impl: str) -> None:
+    """The model alone on ``x``, no grad, with attention implementation ``impl`` (then back to SDPA)."""
+    model.set_attn_implementation(impl)
+    with torch.no_grad():
+        model(pixel_values=x)
+    model.set_attn_implementation("sdpa")
+
+
+def _glibc():
+    """The C library as a ``ctypes`` handle if it is glibc (has ``mallopt``), else ``None``."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, 2**30)) and bool(libc.mallopt(m_trim_threshold, 2**30))
-    except (OSError, AttributeError):
-        return False
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def _rss_mib() -> float:
@@ -100,10 +116,9 @@ def _rss_mib() -> float:
 
 def _release_freed_memory() -> None:
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the baseline may then include freed memory
-        pass
+    libc = _glibc()
+    if libc is not None:  # without glibc, the baseline may include freed memory
+        libc.malloc_trim(0)
 
 
 def peak_extra_mib(fn, device: str) -> float:
@@ -237,12 +252,6 @@ def speed(args):
         x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
         target = torch.zeros(batch, dtype=torch.long, device=device)
 
-        def forward(impl, x=x):
-            model.set_attn_implementation(impl)
-            with torch.no_grad():
-                model(pixel_values=x)
-            model.set_attn_implementation("sdpa")
-
         def forward_backward(x=x, target=target):
             model.set_attn_implementation("eager")
             pixels = x.clone().requires_grad_(True)
@@ -255,8 +264,8 @@ def speed(args):
             return lambda: which.relevance_maps(x, target=0 if gradient else None, method=method, discard_ratio=ratio)
 
         rows = {
-            eager: lambda: forward("eager"),
-            "forward (sdpa)": lambda: forward("sdpa"),
+            eager: lambda x=x: forward_pass(model, x, "eager"),
+            "forward (sdpa)": lambda x=x: forward_pass(model, x, "sdpa"),
             fb: forward_backward,
             "ours: rollout": ours("rollout"),
             "ours: rollout (discard 0)": ours("rollout", 0.0),
@@ -307,10 +316,7 @@ def breakdown(args):
         x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
 
         def forward(x=x):
-            model.set_attn_implementation("eager")
-            with torch.no_grad():
-                model(pixel_values=x)
-            model.set_attn_implementation("sdpa")
+            forward_pass(model, x, "eager")
 
         forward()
         explainer.relevance_maps(x)  # warm-up

@@ -483,6 +483,11 @@ class RolloutExplainer:
         layout, relevance, logits, explained = self._run(pixel_values, targets, spec, fusion, ratio, progress, model_inputs)
         return self._postprocess(pil_images, layout, relevance, logits, explained, spec, fusion, ratio)
 
+    def _on_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``pixel_values`` on the model's device, in its parameters' dtype."""
+        param = next(self.model.parameters())
+        return pixel_values.to(device=param.device, dtype=param.dtype)
+
     def predict(self, images) -> torch.Tensor:
         """Class probabilities, without explaining: ``(B, num_labels)`` (sigmoid or softmax, see
         :meth:`probabilities`). Accepts the same inputs as :meth:`__call__`.
@@ -493,16 +498,14 @@ class RolloutExplainer:
         if not self.num_labels:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
         pil_images, _ = load_images(images)
-        param = next(self.model.parameters())
-        pixel_values = self._preprocess(pil_images).to(device=param.device, dtype=param.dtype)
+        pixel_values = self._on_model(self._preprocess(pil_images))
         with torch.no_grad():
             logits = self.model(pixel_values=pixel_values, **self._forward_kwargs()).logits.float()
         return self.probabilities(logits)
 
     def _run(self, pixel_values, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool, model_inputs=None):
         """Forward (and backward) under capture. Returns ``(layout, (B, N) relevance, logits, targets)``."""
-        param = next(self.model.parameters())
-        pixel_values = pixel_values.to(device=param.device, dtype=param.dtype)
+        pixel_values = self._on_model(pixel_values)
         layout = TokenLayout.from_config(self.model.config, tuple(pixel_values.shape[-2:]))
         weights = layout.output_weights(device=pixel_values.device)
         with _lock_for(self.model):
