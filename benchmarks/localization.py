@@ -110,6 +110,7 @@ def main() -> None:
 
     explainer = RolloutExplainer.from_pretrained("demo")
     explainer.model.eval()
+    torch.manual_seed(0)  # the same random weights on every run, so the sanity column repeats
     random_model = type(explainer.model)(explainer.model.config).eval()  # same architecture, random weights
     random_explainer = RolloutExplainer(random_model, explainer.image_processor)
 
