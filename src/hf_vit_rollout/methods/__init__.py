@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .attention import head_maps, raw_attention, raw_attention_layer
+from .attribution import transformer_attribution, transformer_attribution_layer
 from .flow import FLOW_SCALE, attention_flow, flow_error_bound, flow_from_layers
 from .gradient import gae, gae_layer, gradient_rollout, gradient_rollout_layer
+from .layers import check_head, check_layer, check_start_layer
 from .rollout import (
     HEAD_FUSIONS,
     add_residual_and_normalize,
@@ -73,7 +76,10 @@ __all__ = [
     "attention_flow",
     "attention_rollout",
     "chain_layers",
+    "check_head",
     "check_head_fusion",
+    "check_layer",
+    "check_start_layer",
     "discard_lowest",
     "flow_error_bound",
     "flow_from_layers",
@@ -82,7 +88,12 @@ __all__ = [
     "gae_layer",
     "gradient_rollout",
     "gradient_rollout_layer",
+    "head_maps",
     "kth_smallest",
+    "raw_attention",
+    "raw_attention_layer",
     "rollout_layer",
     "token_relevance",
+    "transformer_attribution",
+    "transformer_attribution_layer",
 ]

@@ -27,13 +27,18 @@ class ChainFold:
         direction: ``"forward"`` (maps arrive 0, 1, ...) or ``"backward"`` (maps arrive L-1, L-2, ...).
         buffer_bytes: forward direction only: how many bytes of maps may be held before they are
             multiplied into the running product (see the module docstring).
+        start_layer: first layer folded in (``>= 0``); maps of earlier layers are accepted and
+            dropped, so the relevance is ``w · M_{L-1} ··· M_{start_layer}``.
     """
 
-    def __init__(self, output_weights: torch.Tensor, direction: str, buffer_bytes: float = 0):
+    def __init__(self, output_weights: torch.Tensor, direction: str, buffer_bytes: float = 0, start_layer: int = 0):
         if direction not in ("forward", "backward"):
             raise ValueError(f"direction must be 'forward' or 'backward', not {direction!r}")
         if not buffer_bytes >= 0:
             raise ValueError(f"buffer_bytes must be >= 0, got {buffer_bytes}")
+        if isinstance(start_layer, bool) or not isinstance(start_layer, int) or start_layer < 0:
+            raise ValueError(f"start_layer must be an integer >= 0, got {start_layer!r}")
+        self.start_layer = start_layer
         self.output_weights = output_weights
         self.direction = direction
         self.buffer_bytes = buffer_bytes
@@ -42,7 +47,7 @@ class ChainFold:
         self._state: torch.Tensor | None = None  # forward: (B, N, N) product; backward: (B, N) row
         self._buffer: list[torch.Tensor] = []  # forward: maps after the product, in layer order
         self._buffered = 0
-        self._next: int | None = 0 if direction == "forward" else None
+        self._next: int | None = start_layer if direction == "forward" else None
         self.num_folded = 0  # forward maps multiplied into the (B, N, N) product (B·N³ each)
 
     def add(self, layer: int, layer_map: torch.Tensor) -> None:
@@ -50,13 +55,23 @@ class ChainFold:
         if layer in self._seen:
             raise ValueError(f"layer {layer} was added twice")
         self._seen.add(layer)
+        if layer < self.start_layer:
+            return
         self._pending[layer] = layer_map
         self._drain()
 
     def start_backward(self, num_layers: int) -> None:
         """Backward direction only: the number of layers, known once the forward pass is done."""
+        self._check_start(num_layers)
         self._next = num_layers - 1
         self._drain()
+
+    def _check_start(self, num_layers: int) -> None:
+        if self.start_layer >= num_layers:
+            raise ValueError(
+                f"start_layer {self.start_layer} is out of range: the model has {num_layers} attention layers "
+                f"(0 to {num_layers - 1})"
+            )
 
     def _row(self, m: torch.Tensor) -> torch.Tensor:
         w = self.output_weights.to(device=m.device, dtype=m.dtype)
@@ -79,10 +94,14 @@ class ChainFold:
                     self._state = self._row(m)
                 self._state = torch.bmm(self._state.unsqueeze(1), m).squeeze(1)
                 self._next -= 1
+                if self._next < self.start_layer:
+                    self._next = self.start_layer - 1
+                    break
 
     def relevance(self, num_layers: int) -> torch.Tensor:
         """``(B, N)`` relevance once all ``num_layers`` maps were added."""
-        done = self._next == num_layers if self.direction == "forward" else self._next == -1
+        self._check_start(num_layers)
+        done = self._next == num_layers if self.direction == "forward" else self._next == self.start_layer - 1
         if not done or self._pending or (self._state is None and not self._buffer):
             raise RuntimeError(
                 f"incomplete chain: expected {num_layers} layers, next missing {self._next}, "

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 
 import torch
 
+from .layers import check_start_layer
 from .rollout import add_residual_and_normalize, chain_layers, discard_lowest, fuse_heads
+
+
+def _start(start_layer: int, attentions: Sequence[torch.Tensor]) -> int:
+    return check_start_layer(start_layer, len(attentions)) if attentions else 0
 
 
 def _check_pairs(attentions: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
@@ -73,6 +78,7 @@ def gradient_rollout(
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
     keep_index: int | None = 0,
+    start_layer: int = 0,
 ) -> torch.Tensor:
     """Classic gradient attention rollout (the original tool's ``grad_rollout``, fixed).
 
@@ -82,13 +88,18 @@ def gradient_rollout(
         head_fusion: how ``A ⊙ ∇A`` is fused over heads (the original used ``"mean"``).
         discard_ratio: fraction of the weakest entries zeroed per layer, in ``[0, 1)``.
         keep_index: token whose self-attention is never discarded, or ``None``.
+        start_layer: first layer multiplied in (negative counts from the end).
 
     Returns:
-        ``(B, N, N)`` product of the per-layer maps, last layer leftmost.
+        ``(B, N, N)`` product of the per-layer maps from ``start_layer`` on, last layer leftmost.
     """
     _check_pairs(attentions, grads)
+    start = _start(start_layer, attentions)
     return chain_layers(
-        [gradient_rollout_layer(a, g, head_fusion, discard_ratio, keep_index) for a, g in zip(attentions, grads)]
+        [
+            gradient_rollout_layer(a, g, head_fusion, discard_ratio, keep_index)
+            for a, g in zip(attentions[start:], grads[start:])
+        ]
     )
 
 
@@ -98,6 +109,7 @@ def gae(
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
     keep_index: int | None = 0,
+    start_layer: int = 0,
 ) -> torch.Tensor:
     """Generic Attention-model Explainability (Chefer, Gur & Wolf, 2021) for self-attention.
 
@@ -106,9 +118,13 @@ def gae(
     Args:
         attentions: one ``(B, H, N, N)`` tensor per layer, first layer first.
         grads: gradients of the target score w.r.t. each of ``attentions``, same order and shapes.
+        start_layer: first layer rolled out (negative counts from the end).
 
     Returns:
         ``(B, N, N)`` relevance matrix ``R``; the explanation of the class token is ``R[:, 0]``.
     """
     _check_pairs(attentions, grads)
-    return chain_layers([gae_layer(a, g, head_fusion, discard_ratio, keep_index) for a, g in zip(attentions, grads)])
+    start = _start(start_layer, attentions)
+    return chain_layers(
+        [gae_layer(a, g, head_fusion, discard_ratio, keep_index) for a, g in zip(attentions[start:], grads[start:])]
+    )

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .layers import check_start_layer
+
 HEAD_FUSIONS = ("mean", "min", "max")
 
 
@@ -203,12 +205,19 @@ def _rollout_layer_numpy(
     return torch.from_numpy(maps)
 
 
-def chain_layers(layers: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Product ``Â_L ··· Â_1`` of per-layer ``(B, N, N)`` maps given first layer first."""
+def chain_layers(layers: Sequence[torch.Tensor], start_layer: int = 0) -> torch.Tensor:
+    """Product ``Â_L ··· Â_s`` of per-layer ``(B, N, N)`` maps given first layer first.
+
+    Args:
+        layers: the maps, first layer first.
+        start_layer: ``s``, the first layer multiplied in (negative counts from the end); earlier
+            layers are left out (Chefer et al.'s ``start_layer``).
+    """
     if not layers:
         raise ValueError("no attention layers were given")
-    result = layers[0]
-    for a in layers[1:]:
+    start = check_start_layer(start_layer, len(layers))
+    result = layers[start]
+    for a in layers[start + 1 :]:
         result = torch.bmm(a, result)
     return result
 
@@ -218,6 +227,7 @@ def attention_rollout(
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
     keep_index: int | None = 0,
+    start_layer: int = 0,
 ) -> torch.Tensor:
     """Attention Rollout.
 
@@ -226,12 +236,14 @@ def attention_rollout(
         head_fusion: ``"mean"``, ``"min"`` or ``"max"``.
         discard_ratio: fraction of the weakest fused attentions zeroed in each layer, in ``[0, 1)``.
         keep_index: token whose self-attention is never discarded (the class token), or ``None``.
+        start_layer: first layer rolled out (negative counts from the end).
 
     Returns:
-        ``(B, N, N)`` rollout matrix ``R = Â_L ··· Â_1``; row ``i`` is the relevance of every input
+        ``(B, N, N)`` rollout matrix ``R = Â_L ··· Â_s``; row ``i`` is the relevance of every input
         token for output token ``i`` (rows sum to one).
     """
-    return chain_layers([rollout_layer(a, head_fusion, discard_ratio, keep_index) for a in attentions])
+    start = check_start_layer(start_layer, len(attentions)) if attentions else 0
+    return chain_layers([rollout_layer(a, head_fusion, discard_ratio, keep_index) for a in attentions[start:]])
 
 
 def token_relevance(rollout: torch.Tensor, output_weights: torch.Tensor) -> torch.Tensor:

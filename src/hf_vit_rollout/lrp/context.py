@@ -1,0 +1,322 @@
+"""The relevance context: attaches LRP rules to a ``transformers`` ViT for one call, then undoes it.
+
+Inside ``with RelevanceContext(model, ATTNLRP) as ctx:`` a forward pass of the model builds one
+autograd graph that serves two backward passes: ordinary gradients (default), and relevance
+(:meth:`RelevanceContext.relevance_grad`, which switches every rule on for that pass). Nothing of
+the model's code is copied or replaced: the rules are attached by
+
+* forward hooks that substitute the output of every ``nn.Linear``, ``nn.LayerNorm`` and element-wise
+  activation module by a gate with the same value (see :mod:`hf_vit_rollout.lrp.rules`);
+* the attention function :func:`~hf_vit_rollout.lrp.attention.relevance_attention`, selected through
+  ``AttentionInterface`` by switching the configs' attention implementation for the context;
+* for the normalised addition rule only, a thread-local ``TorchFunctionMode`` that gates additions of
+  two equally shaped ``(B, N, D)`` tensors inside encoder layers (the residual connections);
+* a forward pre-hook on the first encoder layer that makes its input hidden states a fresh leaf
+  (:attr:`RelevanceContext.inputs`): relevance is read there, ``R = inputs ⊙ relevance_grad``.
+
+Thread safety: hooks and the addition mode act only for the thread that entered the context; other
+threads running the same model meanwhile are unaffected, except that the attention-implementation
+switch is model-global state: for the context's duration they run the registered function, which
+for them computes plain eager attention (same values and gradients as ``"eager"``, not SDPA's
+kernel). On exit (also on error) hooks are removed, the mode is popped, and every config's attention
+implementation and every module's ``training`` flag are restored.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..capture import _all_configs, find_attention_modules
+from . import attention as attention_fn
+from .rules import (
+    _ratio,
+    _Switch,
+    alpha1_beta0_linear,
+    epsilon_linear,
+    gate,
+    identity,
+    layer_norm_std_constant,
+    no_relevance,
+    normalised_add,
+    uniform_half,
+)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Which LRP rule each kind of operation gets.
+
+    Attributes:
+        name: short name.
+        linear: ``"epsilon"`` (LRP-ε, bias absorbs relevance) or ``"alpha1_beta0"`` (positive
+            contributions only, bias ignored).
+        layer_norm: ``"std_constant"`` (the std treated as a constant, the rest linear) or
+            ``"identity"`` (relevance passed through unchanged).
+        softmax: ``"gradient"`` (gradient × input at the softmax input: AttnLRP's rule),
+            ``"identity"`` (Chefer et al.), or ``"constant"`` (the attention weights are held fixed,
+            so ``A·v`` gives all its relevance to ``v``: CP-LRP, Ali et al. 2022).
+        add: ``"proportional"`` (LRP-0: ``R_a = a/(a+b)·R``) or ``"normalised"`` (Chefer et al.).
+        epsilon: the ε of the ε-rule.
+
+    The matrix products of attention get the uniform rule (half the relevance to each operand;
+    except ``A·v`` under ``softmax="constant"``) and element-wise activations the identity rule.
+    """
+
+    name: str
+    linear: str
+    layer_norm: str
+    softmax: str
+    add: str
+    epsilon: float = 1e-6
+
+
+#: AttnLRP (Achtibat et al., ICML 2024).
+ATTNLRP = RuleSet("attnlrp", linear="epsilon", layer_norm="std_constant", softmax="gradient", add="proportional")
+#: The LRP of Chefer, Gur & Wolf (CVPR 2021), "Transformer Interpretability Beyond Attention Visualization".
+#: CP-LRP (Ali et al., ICML 2022): AttnLRP's rules with the attention weights held constant.
+CP_LRP = RuleSet("cp_lrp", linear="epsilon", layer_norm="std_constant", softmax="constant", add="proportional")
+CHEFER2021 = RuleSet("chefer2021", linear="alpha1_beta0", layer_norm="identity", softmax="identity", add="normalised")
+
+
+def _activation_classes() -> tuple[type, ...]:
+    from transformers.activations import ACT2CLS
+
+    classes = {nn.GELU, nn.ReLU, nn.SiLU, nn.Mish, nn.Tanh, nn.LeakyReLU}
+    for entry in ACT2CLS.values():
+        cls = entry[0] if isinstance(entry, tuple) else entry
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            classes.add(cls)
+    return tuple(classes)
+
+
+def encoder_layers(root: nn.Module, attention_modules=None) -> list[nn.Module]:
+    """The encoder layers (blocks) of ``root`` in order: the ``nn.ModuleList`` entries holding attention modules."""
+    if attention_modules is None:
+        attention_modules = find_attention_modules(root)
+    names = [name for name, _, _ in attention_modules]
+    layers = []
+    for list_name, module in root.named_modules():
+        if not isinstance(module, nn.ModuleList):
+            continue
+        prefix = f"{list_name}." if list_name else ""
+        for index, layer in enumerate(module):
+            if any(name.startswith(f"{prefix}{index}.") for name in names):
+                layers.append(layer)
+    return layers
+
+
+def check_supported(config) -> None:
+    """Refuse configurations whose feed-forward multiplies two branches inline (no module for a rule)."""
+    vision = getattr(config, "vision_config", None) or config
+    for flag in ("use_swiglu_ffn", "use_gated_mlp"):
+        if getattr(vision, flag, False):
+            raise ValueError(
+                f"{type(config).__name__} has {flag}=True: its gated feed-forward multiplies two branches "
+                "element-wise inside the model code, where no LRP rule can be attached; LRP methods support "
+                "plain MLP blocks only (use rollout, grad_rollout or gae for this model)"
+            )
+
+
+class _ResidualAdds(TorchFunctionMode):
+    """Gates ``a + b`` of two equally shaped 3-D tensors while an encoder layer runs (owner thread only)."""
+
+    _ADDS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
+
+    def __init__(self, context: RelevanceContext):
+        super().__init__()
+        self.context = context
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in self._ADDS and not kwargs and len(args) == 2 and self.context._layer_depth > 0:
+            a, b = args
+            if (
+                isinstance(a, torch.Tensor)
+                and isinstance(b, torch.Tensor)
+                and a.dim() == 3
+                and a.shape == b.shape == out.shape
+                and out.requires_grad
+            ):
+                return gate(self.context.switch, normalised_add, out, a, b)
+        return out
+
+
+class RelevanceContext:
+    """Context manager attaching a :class:`RuleSet` to a model (see the module docstring).
+
+    Args:
+        model: a ``transformers`` ViT-family model (restored on exit).
+        rules: :data:`ATTNLRP` or :data:`CHEFER2021` (or another :class:`RuleSet`).
+        root: the vision tower whose attention maps and encoder input are recorded (default ``model``).
+        attention_modules: :func:`~hf_vit_rollout.capture.find_attention_modules` of ``root``, if known.
+
+    Attributes (valid after a forward pass inside the context):
+        inputs: ``(B, N, D)`` leaf tensor: the hidden states entering the first encoder layer.
+        attentions: the ``(B, H, N, N)`` attention probabilities of every layer of ``root``, in
+            forward order, attached to the graph.
+        attention_scores: the ``(B, H, N, N)`` softmax inputs of the same layers.
+    """
+
+    def __init__(self, model: nn.Module, rules: RuleSet, root: nn.Module | None = None, attention_modules=None):
+        check_supported(model.config)
+        self.model, self.rules = model, rules
+        self.root = model if root is None else root
+        if attention_modules is None:
+            attention_modules = find_attention_modules(self.root)
+        self._attention_ids = {id(module) for _, module, _ in attention_modules}
+        self._layers = encoder_layers(self.root, attention_modules)
+        if not self._layers:
+            raise ValueError(f"{type(model).__name__} has no encoder layers with self-attention to attach LRP rules to")
+        self.switch = _Switch()
+        self.inputs: torch.Tensor | None = None
+        self.attentions: list[torch.Tensor] = []
+        self.attention_scores: list[torch.Tensor] = []
+        self._owner: int | None = None
+        self._layer_depth = 0
+        self._handles: list = []
+        self._saved_impl: list = []
+        self._saved_training: list = []
+        self._mode: _ResidualAdds | None = None
+
+    # ------------------------------------------------------------------ used by the attention function
+    def score_operands(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q, k`` of ``q·kᵀ``: the uniform rule gives each half the product's relevance."""
+        return gate(self.switch, uniform_half, query, query), gate(self.switch, uniform_half, key, key)
+
+    def softmax_output(self, weights: torch.Tensor, scores: torch.Tensor, module: nn.Module) -> torch.Tensor:
+        """Attach the softmax rule to ``weights = softmax(scores)``; record both if ``module`` is in the root."""
+        if self.rules.softmax == "identity":
+            weights = gate(self.switch, identity, weights, scores)
+        if id(module) in self._attention_ids:
+            self.attentions.append(weights)
+            self.attention_scores.append(scores)
+        return weights
+
+    def mixing_operands(self, weights: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``A, v`` of ``A·v``: half the relevance each (uniform rule), or all to ``v`` when the
+        attention weights are held constant (``softmax="constant"``)."""
+        if self.rules.softmax == "constant":
+            return gate(self.switch, no_relevance, weights, weights), value
+        return gate(self.switch, uniform_half, weights, weights), gate(self.switch, uniform_half, value, value)
+
+    # ------------------------------------------------------------------ hooks
+    def _owned(self) -> bool:
+        return threading.get_ident() == self._owner
+
+    def _linear_rule(self, module: nn.Linear):
+        if self.rules.linear == "epsilon":
+            return epsilon_linear(module.weight.detach(), self.rules.epsilon)
+        return alpha1_beta0_linear(module.weight.detach())
+
+    def _rule_for(self, module: nn.Module, activations: tuple[type, ...]):
+        if isinstance(module, nn.Linear):
+            return self._linear_rule(module)
+        if isinstance(module, nn.LayerNorm):
+            if self.rules.layer_norm == "identity":
+                return identity
+            weight = None if module.weight is None else module.weight.detach()
+            return layer_norm_std_constant(weight, module.eps)
+        if isinstance(module, activations):
+            return identity
+        return None
+
+    def _output_hook(self, rule):
+        def hook(module, args, output):
+            if not self._owned() or not args or not isinstance(output, torch.Tensor):
+                return None
+            return gate(self.switch, rule, output, args[0])
+
+        return hook
+
+    def _input_hook(self, module, args, kwargs):
+        if not self._owned():
+            return None
+        if args:
+            self.inputs = args[0].detach().requires_grad_(True)
+            return (self.inputs, *args[1:]), kwargs
+        self.inputs = kwargs["hidden_states"].detach().requires_grad_(True)
+        return args, {**kwargs, "hidden_states": self.inputs}
+
+    def _enter_layer(self, module, args):
+        if self._owned():
+            self._layer_depth += 1
+
+    def _leave_layer(self, module, args, output):
+        if self._owned():
+            self._layer_depth -= 1
+
+    # ------------------------------------------------------------------ enter / exit
+    def __enter__(self) -> RelevanceContext:
+        attention_fn.register()
+        self._owner = threading.get_ident()
+        self.inputs, self.attentions, self.attention_scores, self._layer_depth = None, [], [], 0
+        modules = list(self.model.modules())
+        self._saved_impl = [(c, c._attn_implementation_internal) for c in _all_configs(modules)]
+        self._saved_training = [(m, m.training) for m in modules]
+        try:
+            self.model.eval()
+            activations = _activation_classes()
+            for module in modules:
+                rule = self._rule_for(module, activations)
+                if rule is not None:
+                    self._handles.append(module.register_forward_hook(self._output_hook(rule)))
+            self._handles.append(self._layers[0].register_forward_pre_hook(self._input_hook, with_kwargs=True))
+            if self.rules.add == "normalised":
+                for layer in self._layers:
+                    self._handles.append(layer.register_forward_pre_hook(self._enter_layer))
+                    self._handles.append(layer.register_forward_hook(self._leave_layer, always_call=True))
+                self._mode = _ResidualAdds(self)
+                self._mode.__enter__()
+            for config, _ in self._saved_impl:
+                config._attn_implementation_internal = attention_fn.ATTENTION_NAME
+            attention_fn.set_active_context(self)
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def _restore(self) -> None:
+        attention_fn.set_active_context(None)
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self._mode = None
+        for config, impl in self._saved_impl:
+            config._attn_implementation_internal = impl
+        for module, training in self._saved_training:
+            if module.training != training:
+                module.training = training
+        self._layer_depth = 0
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._restore()
+
+    # ------------------------------------------------------------------ the relevance pass
+    def relevance_grad(self, scores: torch.Tensor, targets, initial: torch.Tensor | None = None, retain_graph=False):
+        """Relevance densities of ``targets`` for the explained ``scores``.
+
+        Args:
+            scores: ``(B,)`` explained scores (e.g. a logit per image), from the forward pass run
+                inside the context.
+            targets: tensors of the graph (e.g. ``[ctx.inputs]`` or ``ctx.attentions``).
+            initial: ``(B,)`` relevance put on the scores; default the scores themselves (AttnLRP
+                explains the logit's value). Chefer et al. start from 1 (one-hot).
+            retain_graph: keep the graph for a further backward pass.
+
+        Returns:
+            One density per target; the relevance of a target ``t`` is ``t ⊙ density``.
+        """
+        grad_outputs = torch.ones_like(scores) if initial is None else _ratio(initial.to(scores.dtype), scores)
+        self.switch.relevance = True
+        try:
+            return torch.autograd.grad(scores, list(targets), grad_outputs=grad_outputs, retain_graph=retain_graph)
+        finally:
+            self.switch.relevance = False

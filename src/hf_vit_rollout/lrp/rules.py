@@ -1,0 +1,146 @@
+"""LRP rules as modified backward passes, in the gradient × input form.
+
+Every rule keeps the forward value exactly and changes only what flows backward. The quantity
+propagated is the *relevance density* ``g`` with relevance ``R = value ⊙ g`` at every tensor of the
+graph: un-ruled linear operations (reshape, transpose, index, fan-out, addition, scaling by a
+constant, mean) then propagate relevance with the LRP-0 rule automatically, and the input relevance
+of the network is ``x ⊙ ∂̃f/∂x`` at the point where the backward pass stops.
+
+A rule is attached to a tensor by :func:`gate`: ``gate(rule, original, *inputs)`` returns
+``original``'s value; backward, it either passes the gradient to ``original``'s own graph (the
+context's ``relevance`` flag is off: ordinary gradients, exactly) or calls ``rule(grad, *inputs)``,
+which returns the relevance densities of ``inputs`` (the flag is on). One forward pass therefore
+serves both an ordinary gradient pass and a relevance pass.
+
+All reductions (the normalised addition's sums) are per sample, so a sample's relevance never
+depends on the rest of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+class _Switch:
+    """Mutable flag shared by a context and its gates: ``relevance=True`` selects the LRP rules."""
+
+    __slots__ = ("relevance",)
+
+    def __init__(self) -> None:
+        self.relevance = False
+
+
+class _Gate(torch.autograd.Function):
+    """Forward: ``original``; backward: gradient to ``original`` or ``rule`` to ``inputs``."""
+
+    @staticmethod
+    def forward(ctx, switch: _Switch, rule: Callable, original: torch.Tensor, *inputs: torch.Tensor):
+        ctx.switch, ctx.rule = switch, rule
+        ctx.save_for_backward(original, *inputs)
+        return original.view_as(original)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        saved = ctx.saved_tensors
+        if not ctx.switch.relevance:
+            return (None, None, grad) + (None,) * (len(saved) - 1)
+        densities = ctx.rule(grad, *saved)
+        return (None, None, None, *densities)
+
+
+def gate(switch: _Switch, rule: Callable, original: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+    """``original`` whose relevance backward is ``rule(grad, original, *inputs) -> densities of inputs``."""
+    return _Gate.apply(switch, rule, original, *inputs)
+
+
+def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor, stabilizer: float = 1e-9) -> torch.Tensor:
+    """``numerator / (denominator + stabilizer)``, zero where ``denominator == 0`` (Chefer et al.'s form)."""
+    den = denominator.clamp(min=stabilizer) + denominator.clamp(max=stabilizer)
+    den = den + den.eq(0).to(den.dtype) * stabilizer
+    return numerator / den * denominator.ne(0).to(denominator.dtype)
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator``, zero where ``denominator == 0`` (no stabiliser: exact where defined)."""
+    zero = denominator == 0
+    return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, torch.ones_like(denominator), denominator))
+
+
+# ----------------------------------------------------------------------------- rules
+# Each rule: (grad at the output, output value, *inputs) -> tuple of densities, one per input.
+
+
+def epsilon_linear(weight: torch.Tensor, epsilon: float) -> Callable:
+    """LRP-ε for ``z = x Wᵀ + b``: ``R_x = x ⊙ Wᵀ(R_z / (z + ε·sign z))`` (bias absorbs its share)."""
+
+    def rule(grad, z, x):
+        stabilised = z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        return (torch.matmul(grad * (z / stabilised), weight.to(grad.dtype)),)
+
+    return rule
+
+
+def alpha1_beta0_linear(weight: torch.Tensor) -> Callable:
+    """LRP-αβ with α=1, β=0 (Chefer et al. 2021, bias ignored): positive contributions only.
+
+    ``R_x_j = Σ_i (x_j w_ij)⁺ / Σ_j' (x_j' w_ij')⁺ · R_z_i`` with ``R_z = z ⊙ grad``; the density is
+    ``(S W⁺)_j`` where ``x_j > 0`` and ``(S W⁻)_j`` where ``x_j < 0``.
+    """
+
+    def rule(grad, z, x):
+        w = weight.to(grad.dtype)
+        positive, negative = w.clamp(min=0), w.clamp(max=0)
+        px, nx = x.clamp(min=0), x.clamp(max=0)
+        s = safe_divide(z * grad, F.linear(px, positive) + F.linear(nx, negative))
+        return (torch.where(x > 0, torch.matmul(s, positive), torch.matmul(s, negative)),)
+
+    return rule
+
+
+def layer_norm_std_constant(weight: torch.Tensor | None, eps: float) -> Callable:
+    """AttnLRP's LayerNorm rule: the normalising std is a constant, the rest is linear.
+
+    Density of ``y = (x − mean(x)) / std · w + b`` with ``std`` held fixed:
+    ``(w·g − mean(w·g)) / std`` over the normalised (last) axis.
+    """
+
+    def rule(grad, y, x):
+        std = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps)
+        wg = grad if weight is None else grad * weight.to(grad.dtype)
+        return ((wg - wg.mean(dim=-1, keepdim=True)) / std,)
+
+    return rule
+
+
+def identity(grad, y, x):
+    """Identity rule ``R_x = R_y`` for an element-wise map ``y = f(x)``: density ``y·g / x``."""
+    return (_ratio(y * grad, x),)
+
+
+def uniform_half(grad, y, x):
+    """Half the relevance to this operand of a bilinear product (uniform rule; the other half to the other)."""
+    return (grad * 0.5,)
+
+
+def no_relevance(grad, y, x):
+    """The operand is held constant: it receives no relevance."""
+    return (torch.zeros_like(grad),)
+
+
+def normalised_add(grad, z, a, b):
+    """Chefer et al.'s addition rule, per sample.
+
+    First ``R_a = a ⊙ g``, ``R_b = b ⊙ g`` (proportional); then each operand is rescaled so the two
+    sums stand as ``|ΣR_a| : |ΣR_b|`` and add up to ``ΣR_z``. The sums run over every axis but the
+    batch axis.
+    """
+    dims = tuple(range(1, grad.dim()))
+    sum_a, sum_b = (a * grad).sum(dims, keepdim=True), (b * grad).sum(dims, keepdim=True)
+    total = sum_a + sum_b
+    scale = sum_a.abs() + sum_b.abs()
+    fact_a = safe_divide(sum_a.abs(), scale) * total
+    fact_b = safe_divide(sum_b.abs(), scale) * total
+    return grad * safe_divide(fact_a, sum_a), grad * safe_divide(fact_b, sum_b)
