@@ -84,3 +84,45 @@ def save_gif(frames, path, duration_ms: int = 600, size: int | None = 256) -> No
     if size is not None:
         frames = [f.resize((size, round(size * f.height / f.width)), Image.NEAREST) for f in frames]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+
+
+def plot_heads(head_maps, image: Image.Image | None = None, ncols: int = 4, colormap: str = "inferno", alpha: float = 0.6, title: str | None = None, size: float = 2.2):
+    """Every head of one layer in one figure (the DINO-style per-head attention maps).
+
+    Args:
+        head_maps: ``(H, grid_h, grid_w)`` array, one patch map per head (e.g. the output token's
+            attention row of each head, from :func:`hf_vit_rollout.methods.head_maps`).
+        image: if given, each map is scaled to ``[0, 1]``, upsampled (bilinear) and blended onto it;
+            else each map is shown as is on its patch grid, with its own colour scale.
+        ncols: panels per row.
+        colormap: matplotlib colormap name.
+        alpha: weight of the map in the overlay.
+        title: figure title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    maps = np.asarray(head_maps, dtype=np.float32)
+    if maps.ndim != 3 or maps.shape[0] == 0:
+        raise ValueError(f"head_maps must be a (heads, grid_h, grid_w) array, got shape {maps.shape}")
+    heads = maps.shape[0]
+    ncols = max(1, min(ncols, heads))
+    nrows = -(-heads // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for head, (ax, grid) in enumerate(zip(axes.ravel(), maps)):
+        if image is None:
+            ax.imshow(grid, cmap=colormap)
+        else:
+            low, high = float(grid.min()), float(grid.max())
+            scaled = (grid - low) / (high - low) if high > low else np.zeros_like(grid)
+            up = Image.fromarray(scaled).resize(image.size, Image.BILINEAR)
+            ax.imshow(overlay(image, np.clip(np.asarray(up), 0.0, 1.0), colormap, alpha))
+        ax.set_title(f"head {head}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

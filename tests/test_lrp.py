@@ -1,0 +1,254 @@
+"""The LRP context and methods directly on Hugging Face models (no explainer involved)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+import torch
+import transformers as T
+
+import hf_vit_rollout
+from hf_vit_rollout import AttentionCapture
+from hf_vit_rollout.lrp import (
+    ATTNLRP,
+    CHEFER2021,
+    CP_LRP,
+    RelevanceContext,
+    attnlrp_relevance,
+    chefer_relevance,
+    explained_scores,
+)
+from hf_vit_rollout.methods import transformer_attribution
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+
+# name: (config class, model class, extra config, tokens at 32 × 32 px)
+FAMILIES = {
+    "vit": (T.ViTConfig, T.ViTForImageClassification, {}, 17),
+    "deit": (T.DeiTConfig, T.DeiTForImageClassificationWithTeacher, {}, 18),
+    "beit_relative_bias": (T.BeitConfig, T.BeitForImageClassification, {"use_relative_position_bias": True}, 17),
+    "dinov2": (T.Dinov2Config, T.Dinov2ForImageClassification, {}, 17),
+    "dinov2_registers": (T.Dinov2WithRegistersConfig, T.Dinov2WithRegistersModel, {"num_register_tokens": 2}, 19),
+    "dinov3": (T.DINOv3ViTConfig, T.DINOv3ViTModel, {"num_register_tokens": 2}, 19),
+    "clip_vision": (T.CLIPVisionConfig, T.CLIPVisionModel, {}, 17),
+    "siglip_vision": (T.SiglipVisionConfig, T.SiglipVisionModel, {}, 16),
+    "ijepa": (T.IJepaConfig, T.IJepaForImageClassification, {}, 16),
+}
+
+
+def _model(name):
+    config_class, model_class, extra, _ = FAMILIES[name]
+    torch.manual_seed(0)
+    config = config_class(**SMALL, **extra)
+    if "Classification" in model_class.__name__:
+        config.num_labels = 3
+    return model_class(config).eval()
+
+
+def _target(model):
+    if getattr(model.config, "num_labels", 0) and "Classification" in type(model).__name__:
+        return 1
+    return lambda out: out.last_hidden_state[:, :, :4].mean(dim=(1, 2))  # LayerNorm outputs average to ~0 over all channels
+
+
+def _reference_output(model, pixels):
+    with torch.no_grad():
+        out = model(pixel_values=pixels)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from PIL import Image
+
+    path = hf_vit_rollout.demo_model_path()
+    model = T.ViTForImageClassification.from_pretrained(path).eval()
+    processor = T.AutoImageProcessor.from_pretrained(path, backend="pil")
+    images = [Image.open(p).convert("RGB") for p in sorted((path.parent / "images").glob("*.png"))]
+    return model, processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def _softmax_accounting(model, pixels, rules):
+    """Explained scores, token relevance sums, and relevance absorbed by the softmax rule (per image)."""
+    with RelevanceContext(model, rules) as context:
+        with torch.enable_grad():
+            outputs = model(pixel_values=pixels)
+        scores, _ = explained_scores(outputs, None)
+        n = len(context.attentions)
+        grads = context.relevance_grad(scores, [context.inputs, *context.attentions, *context.attention_scores])
+        tokens = (context.inputs * grads[0]).sum(dim=(1, 2))
+        absorbed = sum(
+            (a * ga).sum(dim=(1, 2, 3)) - (s * gs).sum(dim=(1, 2, 3))
+            for a, ga, s, gs in zip(context.attentions, grads[1 : 1 + n], context.attention_scores, grads[1 + n :])
+        )
+    return scores.detach(), tokens.detach(), absorbed.detach()
+
+
+# ----------------------------------------------------------------------------- conservation
+
+
+def test_conservation_is_exact_without_biases():
+    """With every bias zero, the rules conserve exactly, except AttnLRP's softmax rule (a Taylor
+    expansion at the input whose zero-order term is absorbed), which the accounting adds back."""
+    torch.manual_seed(0)
+    config = T.ViTConfig(**SMALL, num_labels=3, qkv_bias=False)
+    model = T.ViTForImageClassification(config).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(getattr(module, "bias", None), torch.nn.Parameter):
+                module.bias.zero_()
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0, 0.3)
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    scores, tokens, absorbed = _softmax_accounting(model, pixels, ATTNLRP)
+    torch.testing.assert_close(tokens + absorbed, scores, rtol=1e-4, atol=1e-5)
+    scores, tokens, absorbed = _softmax_accounting(model, pixels, CP_LRP)
+    torch.testing.assert_close(tokens, scores, rtol=1e-4, atol=1e-5)
+    assert torch.all(absorbed == 0)
+
+
+def test_conservation_on_the_demo_model(demo):
+    """Biases (Linear, LayerNorm, classifier) and ε absorb a few percent of the logit on the demo
+    model; AttnLRP's softmax rule absorbs much more (see the bias-free test for the exact account)."""
+    model, pixels = demo
+    scores, tokens, absorbed = _softmax_accounting(model, pixels, ATTNLRP)
+    assert torch.all(((tokens + absorbed) / scores - 1).abs() < 0.05)
+    result = attnlrp_relevance(model, pixels)
+    torch.testing.assert_close(result.token_relevance.sum(dim=-1), tokens, rtol=1e-5, atol=1e-5)
+    cp = attnlrp_relevance(model, pixels, rules=CP_LRP)
+    assert torch.all((cp.token_relevance.sum(dim=-1) / cp.scores - 1).abs() < 0.03)
+
+
+# ----------------------------------------------------------------------------- the context
+
+
+def test_forward_values_and_gradients_are_unchanged(demo):
+    model, pixels = demo
+    expected = _reference_output(model, pixels)
+    plain = []
+    with AttentionCapture(model, lambda layer, a: plain.append(a)), torch.enable_grad():
+        logits = model(pixel_values=pixels).logits
+        plain_grads = torch.autograd.grad(logits[:, 2].sum(), plain)
+    with RelevanceContext(model, CHEFER2021) as context, torch.enable_grad():
+        logits = model(pixel_values=pixels).logits
+        grads = torch.autograd.grad(logits[:, 2].sum(), context.attentions)
+    torch.testing.assert_close(logits.detach(), expected, rtol=1e-5, atol=1e-5)
+    for ours, theirs in zip(grads, plain_grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+def _hook_counts(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_model_is_restored_also_on_error(demo):
+    model, pixels = demo
+    impl, hooks = model.config._attn_implementation, _hook_counts(model)
+    model.train()
+    with pytest.raises(RuntimeError, match="boom"):
+        with RelevanceContext(model, CHEFER2021):
+            assert model.config._attn_implementation == "hf_vit_rollout_lrp"
+            assert not model.training
+            model(pixel_values=pixels[:1])
+            raise RuntimeError("boom")
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+    assert model.config._attn_implementation == impl and _hook_counts(model) == hooks
+    assert torch.overrides._get_current_function_mode_stack() == []
+    attnlrp_relevance(model, pixels[:1])
+    assert model.config._attn_implementation == impl and _hook_counts(model) == hooks
+
+
+def test_other_threads_are_not_affected(demo):
+    """Another thread running the model while a context is active gets ordinary outputs and gradients."""
+    model, pixels = demo
+
+    def input_gradient():
+        x = pixels[:2].clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = model(pixel_values=x).logits[:, 0].sum()
+            return out.detach(), torch.autograd.grad(out, x)[0]
+
+    expected_out, expected_grad = input_gradient()
+    seen = {}
+    with RelevanceContext(model, CHEFER2021) as context, torch.enable_grad():
+        scores = model(pixel_values=pixels).logits[:, 0]
+        thread = threading.Thread(target=lambda: seen.update(result=input_gradient()))
+        thread.start()
+        thread.join()
+        context.relevance_grad(scores, context.attentions)
+        assert len(context.attentions) == 4  # the other thread's layers were not recorded
+    out, grad = seen["result"]
+    torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_gated_feed_forward_is_refused():
+    model = T.Dinov2Model(T.Dinov2Config(**SMALL, use_swiglu_ffn=True))
+    with pytest.raises(ValueError, match="use_swiglu_ffn=True"):
+        RelevanceContext(model, ATTNLRP)
+
+
+def test_results_do_not_depend_on_the_batch(demo):
+    model, pixels = demo
+    alone = attnlrp_relevance(model, pixels[1:2], target=[4])
+    batch = attnlrp_relevance(model, pixels, target=[0, 4, 2, 1])
+    torch.testing.assert_close(batch.token_relevance[1:2], alone.token_relevance, rtol=1e-4, atol=1e-6)
+    alone = chefer_relevance(model, pixels[1:2], target=[4])
+    batch = chefer_relevance(model, pixels, target=[0, 4, 2, 1])
+    single = transformer_attribution(alone.attention_relevance, alone.attention_grads)
+    joint = transformer_attribution(batch.attention_relevance, batch.attention_grads)
+    torch.testing.assert_close(joint[1:2], single, rtol=1e-4, atol=1e-6)
+
+
+def test_epsilon_is_a_rule_setting(demo):
+    model, pixels = demo
+    small = attnlrp_relevance(model, pixels[:1]).token_relevance
+    large = attnlrp_relevance(model, pixels[:1], rules=dataclasses.replace(ATTNLRP, epsilon=1.0)).token_relevance
+    assert small.shape == large.shape and not torch.allclose(small, large)
+
+
+# ----------------------------------------------------------------------------- every family
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_family(name):
+    model = _model(name)
+    tokens = FAMILIES[name][3]
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = model.config._attn_implementation
+    expected = _reference_output(model, pixels)
+    target = _target(model)
+    result = attnlrp_relevance(model, pixels, target=target)
+    assert result.token_relevance.shape == (2, tokens)
+    assert torch.isfinite(result.token_relevance).all() and result.token_relevance.abs().sum() > 0
+    assert len(result.attentions) == SMALL["num_hidden_layers"]
+    outputs = result.logits if result.logits is not None else None
+    if outputs is not None:
+        torch.testing.assert_close(outputs, expected, rtol=1e-5, atol=1e-5)
+    chefer = chefer_relevance(model, pixels, target=target)
+    matrix = transformer_attribution(chefer.attention_relevance, chefer.attention_grads)
+    assert matrix.shape == (2, tokens, tokens) and torch.isfinite(matrix).all()
+    assert model.config._attn_implementation == before
+
+
+def test_clip_with_text_explains_the_vision_tower_only():
+    torch.manual_seed(0)
+    config = T.CLIPConfig(
+        vision_config=dict(SMALL),
+        text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+        projection_dim=16,
+    )
+    model = T.CLIPModel(config).eval()
+    ids = torch.tensor([[0, 5, 7, 2]])
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    result = attnlrp_relevance(
+        model,
+        pixels,
+        target=lambda out: out.logits_per_image[:, 0],
+        root=model.vision_model,
+        forward=lambda px: model(pixel_values=px, input_ids=ids),
+    )
+    assert result.token_relevance.shape == (2, 17) and len(result.attentions) == 2
