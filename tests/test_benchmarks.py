@@ -18,6 +18,9 @@ SPEED_ROWS = [
     "ours: grad_rollout",
     "ours: gae",
     "ours: flow",
+    "ours: attention",
+    "ours: transformer_attribution",
+    "ours: attnlrp",
     "original: rollout",
     "original: grad_rollout",
 ]
