@@ -78,7 +78,7 @@ def epsilon_linear(weight: torch.Tensor, epsilon: float) -> Callable:
 
     def rule(grad, z, x):
         stabilised = z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-        return (torch.matmul(grad * (z / stabilised), weight.to(grad.dtype)),)
+        return (torch.matmul(grad * _ratio(z, stabilised), weight.to(grad.dtype)),)
 
     return rule
 
