@@ -175,12 +175,19 @@ def test_other_threads_are_not_affected(demo):
     seen = {}
     with RelevanceContext(model, CHEFER2021) as context, torch.enable_grad():
         scores = model(pixel_values=pixels).logits[:, 0]
-        thread = threading.Thread(target=lambda: seen.update(result=input_gradient()))
+        assert len(torch.overrides._get_current_function_mode_stack()) == 1  # the residual-add mode
+
+        def other():
+            seen["modes"] = list(torch.overrides._get_current_function_mode_stack())
+            seen["result"] = input_gradient()
+
+        thread = threading.Thread(target=other)
         thread.start()
         thread.join()
         context.relevance_grad(scores, context.attentions)
         assert len(context.attentions) == 4  # the other thread's layers were not recorded
     out, grad = seen["result"]
+    assert seen["modes"] == []  # torch function modes are thread-local
     torch.testing.assert_close(out, expected_out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-7)
 
