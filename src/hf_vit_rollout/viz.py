@@ -86,7 +86,14 @@ def save_gif(frames, path, duration_ms: int = 600, size: int | None = 256) -> No
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
 
 
-def plot_heads(head_maps, image: Image.Image | None = None, ncols: int = 4, colormap: str = "inferno", alpha: float = 0.6, title: str | None = None, size: float = 2.2):
+def plot_heads(
+    head_maps,
+    image: Image.Image | None = None,
+    ncols: int = 4,
+    colormap: str = "inferno",
+    alpha: float = 0.6,
+    title: str | None = None,
+):
     """Every head of one layer in one figure (the DINO-style per-head attention maps).
 
     Args:
@@ -110,7 +117,7 @@ def plot_heads(head_maps, image: Image.Image | None = None, ncols: int = 4, colo
     heads = maps.shape[0]
     ncols = max(1, min(ncols, heads))
     nrows = -(-heads // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols, 2.2 * nrows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for head, (ax, grid) in enumerate(zip(axes.ravel(), maps)):

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 from .attention import ATTENTION_NAME, relevance_attention
-from .context import ATTNLRP, CHEFER2021, CP_LRP, RelevanceContext, RuleSet, check_supported, encoder_layers
+from .context import RelevanceContext, check_supported, encoder_layers
 from .relevance import RelevanceResult, attnlrp_relevance, chefer_relevance, explained_scores
+from .rules import ATTNLRP, CHEFER2021, CP_LRP, RuleSet
 
 __all__ = [
     "ATTENTION_NAME",

@@ -25,8 +25,6 @@ implementation and every module's ``training`` flag are restored.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -34,6 +32,10 @@ from torch.overrides import TorchFunctionMode
 from ..capture import _all_configs, find_attention_modules
 from . import attention as attention_fn
 from .rules import (
+    ATTNLRP,
+    CHEFER2021,
+    CP_LRP,
+    RuleSet,
     _ratio,
     _Switch,
     alpha1_beta0_linear,
@@ -45,42 +47,6 @@ from .rules import (
     normalised_add,
     uniform_half,
 )
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    """Which LRP rule each kind of operation gets.
-
-    Attributes:
-        name: short name.
-        linear: ``"epsilon"`` (LRP-ε, bias absorbs relevance) or ``"alpha1_beta0"`` (positive
-            contributions only, bias ignored).
-        layer_norm: ``"std_constant"`` (the std treated as a constant, the rest linear) or
-            ``"identity"`` (relevance passed through unchanged).
-        softmax: ``"gradient"`` (gradient × input at the softmax input: AttnLRP's rule),
-            ``"identity"`` (Chefer et al.), or ``"constant"`` (the attention weights are held fixed,
-            so ``A·v`` gives all its relevance to ``v``: CP-LRP, Ali et al. 2022).
-        add: ``"proportional"`` (LRP-0: ``R_a = a/(a+b)·R``) or ``"normalised"`` (Chefer et al.).
-        epsilon: the ε of the ε-rule.
-
-    The matrix products of attention get the uniform rule (half the relevance to each operand;
-    except ``A·v`` under ``softmax="constant"``) and element-wise activations the identity rule.
-    """
-
-    name: str
-    linear: str
-    layer_norm: str
-    softmax: str
-    add: str
-    epsilon: float = 1e-6
-
-
-#: AttnLRP (Achtibat et al., ICML 2024).
-ATTNLRP = RuleSet("attnlrp", linear="epsilon", layer_norm="std_constant", softmax="gradient", add="proportional")
-#: The LRP of Chefer, Gur & Wolf (CVPR 2021), "Transformer Interpretability Beyond Attention Visualization".
-#: CP-LRP (Ali et al., ICML 2022): AttnLRP's rules with the attention weights held constant.
-CP_LRP = RuleSet("cp_lrp", linear="epsilon", layer_norm="std_constant", softmax="constant", add="proportional")
-CHEFER2021 = RuleSet("chefer2021", linear="alpha1_beta0", layer_norm="identity", softmax="identity", add="normalised")
 
 
 def _activation_classes() -> tuple[type, ...]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .context import ATTNLRP, CHEFER2021, RelevanceContext, RuleSet
+from .context import RelevanceContext
+from .rules import ATTNLRP, CHEFER2021, RuleSet
 
 
 @dataclass
