@@ -118,3 +118,17 @@ def test_plot_heads_shows_every_head():
     assert np.allclose(fig.axes[1].images[0].get_array(), maps[1])
     with pytest.raises(ValueError, match="heads, grid_h, grid_w"):
         plot_heads(maps[0])
+
+
+def test_explanation_plot_heads():
+    from hf_vit_rollout import Explanation
+
+    image = Image.new("RGB", (30, 20))
+    heads = np.random.default_rng(0).random((3, 20, 30)).astype(np.float32)
+    exp = Explanation(image, np.zeros((2, 3), np.float32), np.zeros((20, 30), np.float32), "attention",
+                      params={"layer": 2}, head_heatmaps=heads)
+    fig = exp.plot_heads()
+    assert fig._suptitle.get_text() == "attention, layer 2"
+    assert sum(1 for ax in fig.axes if ax.images) == 3
+    with pytest.raises(ValueError, match="method='attention'"):
+        Explanation(image, exp.mask, exp.heatmap, "rollout").plot_heads()

@@ -29,6 +29,8 @@ class Explanation:
         predicted: the model's top class index, if it has a classifier.
         token_relevance: ``(N,)`` float32 raw relevance of every token, prefix tokens included.
         params: the settings used (head_fusion, discard_ratio, ...).
+        head_heatmaps: ``(heads, H, W)`` float32 per-head heat-maps on the image (method
+            ``"attention"`` only; see :meth:`plot_heads`), else ``None``.
     """
 
     image: Image.Image
@@ -41,6 +43,7 @@ class Explanation:
     predicted: int | None = None
     token_relevance: np.ndarray | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    head_heatmaps: np.ndarray | None = None
 
     def overlay(self, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
         """The heat-map, colour-mapped with a matplotlib ``colormap``, blended onto the image."""
@@ -81,3 +84,18 @@ class Explanation:
         for ax in axes:
             ax.axis("off")
         return fig
+
+    def plot_heads(self, colormap: str = "inferno", alpha: float = 0.6, ncols: int = 4):
+        """Every head of the explained layer in one figure, each blended onto the image.
+
+        Raises:
+            ValueError: the explanation carries no per-head maps (only ``method="attention"`` does).
+        """
+        if self.head_heatmaps is None:
+            raise ValueError(
+                f"this {self.method!r} explanation has no per-head maps; explain with method='attention' "
+                "(and head=None) to plot every head of a layer"
+            )
+        layer = self.params.get("layer")
+        title = f"attention, layer {layer}" if layer is not None else "attention"
+        return viz.plot_heads(self.head_heatmaps, self.image, ncols, colormap, alpha, title)

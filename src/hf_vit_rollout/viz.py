@@ -99,8 +99,9 @@ def plot_heads(
     Args:
         head_maps: ``(H, grid_h, grid_w)`` array, one patch map per head (e.g. the output token's
             attention row of each head, from :func:`hf_vit_rollout.methods.head_maps`).
-        image: if given, each map is scaled to ``[0, 1]``, upsampled (bilinear) and blended onto it;
-            else each map is shown as is on its patch grid, with its own colour scale.
+        image: if given, each map is scaled to ``[0, 1]``, upsampled (bilinear) unless it already
+            has the image's size (e.g. heat-maps placed on the image by the explainer), and blended
+            onto it; else each map is shown as is, with its own colour scale.
         ncols: panels per row.
         colormap: matplotlib colormap name.
         alpha: weight of the map in the overlay.
@@ -126,8 +127,9 @@ def plot_heads(
         else:
             low, high = float(grid.min()), float(grid.max())
             scaled = (grid - low) / (high - low) if high > low else np.zeros_like(grid)
-            up = Image.fromarray(scaled).resize(image.size, Image.BILINEAR)
-            ax.imshow(overlay(image, np.clip(np.asarray(up), 0.0, 1.0), colormap, alpha))
+            if scaled.shape != (image.height, image.width):
+                scaled = np.asarray(Image.fromarray(scaled).resize(image.size, Image.BILINEAR))
+            ax.imshow(overlay(image, np.clip(scaled, 0.0, 1.0), colormap, alpha))
         ax.set_title(f"head {head}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
