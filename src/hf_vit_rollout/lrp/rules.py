@@ -94,16 +94,19 @@ def gate(switch: _Switch, rule: Callable, original: torch.Tensor, *inputs: torch
 
 
 def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor, stabilizer: float = 1e-9) -> torch.Tensor:
-    """``numerator / (denominator + stabilizer)``, zero where ``denominator == 0`` (Chefer et al.'s form)."""
-    den = denominator.clamp(min=stabilizer) + denominator.clamp(max=stabilizer)
-    den = den + den.eq(0).to(den.dtype) * stabilizer
-    return numerator / den * denominator.ne(0).to(denominator.dtype)
+    """``numerator / (denominator + stabilizer)``, zero where ``denominator == 0``.
+
+    The value of Chefer et al.'s ``safe_divide`` (whose ``clamp(min=s) + clamp(max=s)`` is
+    ``denominator + s``), in fewer passes over the tensors.
+    """
+    den = denominator + stabilizer
+    den = torch.where(den == 0, stabilizer, den)
+    return torch.where(denominator == 0, 0.0, numerator / den)
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """``numerator / denominator``, zero where ``denominator == 0`` (no stabiliser: exact where defined)."""
-    zero = denominator == 0
-    return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, torch.ones_like(denominator), denominator))
+    return torch.where(denominator == 0, 0.0, numerator / denominator)
 
 
 # ----------------------------------------------------------------------------- rules
