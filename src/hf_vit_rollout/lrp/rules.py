@@ -117,8 +117,12 @@ def epsilon_linear(weight: torch.Tensor, epsilon: float) -> Callable:
     """LRP-ε for ``z = x Wᵀ + b``: ``R_x = x ⊙ Wᵀ(R_z / (z + ε·sign z))`` (bias absorbs its share)."""
 
     def rule(grad, z, x):
-        stabilised = z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-        return (torch.matmul(grad * _ratio(z, stabilised), weight.to(grad.dtype)),)
+        if epsilon > 0:  # z / (z + ε·sign z) = |z| / (|z| + ε), and 0 at z = 0
+            magnitude = z.abs()
+            factor = magnitude / (magnitude + epsilon)
+        else:  # LRP-0: the gradient, except through outputs that are exactly 0 (they carry no relevance)
+            factor = (z != 0).to(z.dtype)
+        return (torch.matmul(grad * factor, weight.to(grad.dtype)),)
 
     return rule
 
