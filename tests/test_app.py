@@ -94,7 +94,13 @@ def test_explain_function_errors_are_user_facing():
         pytest.skip(_missing())
     import gradio as gr
 
-    from hf_vit_rollout.app import explain
+    from hf_vit_rollout.app import ModelChoice, explain
 
+    choice = ModelChoice(("demo",))
     with pytest.raises(gr.Error, match="Upload an image"):
-        explain(None, "demo", "rollout", "mean", 0.9, "predicted class")
+        explain(choice, None, "demo", "rollout", "mean", 0.9, "predicted class")
+    picture = __import__("numpy").zeros((64, 64, 3), "uint8")
+    with pytest.raises(gr.Error, match="not offered here"):
+        explain(choice, picture, "/etc", "rollout", "mean", 0.9, "predicted class")
+    with pytest.raises(gr.Error, match="not offered here"):
+        explain(choice, picture, "facebook/deit-tiny-patch16-224", "rollout", "mean", 0.9, "predicted class")
