@@ -23,6 +23,7 @@ import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import InputError, TargetError, UnsupportedModelError
 from .methods import HEAD_FUSIONS, METHODS
@@ -54,6 +55,7 @@ class ModelChoice:
         self._fixed = {name: self._loader(name) for name in self.models}
         self._extra: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self.files = OverlayFiles()
 
     def explainer(self, model: str):
         """The explainer for ``model``; another id only with ``allow_any`` (kept in a small LRU)."""
@@ -92,21 +94,63 @@ def top_predictions(choice: ModelChoice, image, model: str, k: int = 5) -> dict[
     return {explainer.id2label.get(int(i), str(int(i))): float(probabilities[i]) for i in top}
 
 
-def explain(choice: ModelChoice, image, model: str, method: str, head_fusion: str, discard_ratio: float, target: str, colormap: str = "jet"):
-    """One explanation for the UI: ``(overlay image, caption)``."""
+def explain(choice: ModelChoice, image, model: str, settings: dict, colormap: str = "jet"):
+    """One explanation for the UI: ``(overlay PNG path, caption)``.
+
+    Args:
+        settings: ``method``, ``head_fusion``, ``discard_ratio`` and ``target`` (a label from the
+            predictions, or :data:`PREDICTED`) as the UI's widgets give them.
+    """
     import gradio as gr
 
     if image is None:
         raise gr.Error("Upload an image or pick an example first.")
     explainer = choice.explainer(model)
+    settings = dict(settings)
+    target = settings.pop("target", None)
     chosen = None if target in (None, "", PREDICTED) else target
-    if chosen is not None and method in METHODS and not METHODS[method].needs_gradient:
-        method = "grad_rollout"  # a class was chosen: use a class-specific method
+    if chosen is not None and settings.get("method") in METHODS and not METHODS[settings["method"]].needs_gradient:
+        settings["method"] = "grad_rollout"  # a class was chosen: use a class-specific method
     try:
-        explanation = explainer(image, target=chosen, method=method, head_fusion=head_fusion, discard_ratio=discard_ratio)
+        explanation = explainer(image, target=chosen, **settings)
     except (InputError, TargetError, UnsupportedModelError, ValueError, TypeError, OSError) as exc:
         raise gr.Error(str(exc)) from None
-    return display_overlay(explanation, colormap), explanation.title
+    return choice.files.save(display_overlay(explanation, colormap)), explanation.title
+
+
+class OverlayFiles:
+    """Overlays written as PNG files, atomically, one file per distinct picture.
+
+    Gradio caches a returned PIL image by rewriting a file named after its content in place, so two
+    requests that produce the same overlay at the same moment can serve each other a half-written
+    file (measured: one of 95 requests failed under 8 concurrent users). Returning a path instead
+    makes Gradio copy the file with an atomic rename; this writes that file atomically too.
+    """
+
+    def __init__(self):
+        import atexit
+        import shutil
+        import tempfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix="hf-vit-rollout-app-"))
+        atexit.register(shutil.rmtree, self.folder, True)
+
+    def save(self, image) -> str:
+        import hashlib
+        import io
+        import os
+        import tempfile
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        path = self.folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+        if not path.exists():
+            fd, staging = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(staging, path)
+        return str(path)
 
 
 def display_overlay(explanation, colormap: str = "jet"):
@@ -139,7 +183,7 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
                 target = gr.Dropdown([PREDICTED], value=PREDICTED, label="target class (top-5 predictions)", allow_custom_value=True)
                 button = gr.Button("Explain", variant="primary", elem_id="explain")
             with gr.Column():
-                overlay = gr.Image(type="pil", label="overlay", elem_id="overlay", interactive=False, height=300, format="png")
+                overlay = gr.Image(type="filepath", label="overlay", elem_id="overlay", interactive=False, height=300, format="png")
                 caption = gr.Textbox(label="explanation", elem_id="caption")
                 predictions = gr.Label(num_top_classes=5, label="predictions", elem_id="predictions")
         examples = [str(p) for p in example_images()]
@@ -154,7 +198,8 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
             return gr.update(choices=[PREDICTED, *top], value=PREDICTED), top
 
         def on_explain(img, model_id, method_name, fusion, ratio, target_name):
-            return explain(choice, img, model_id, method_name, fusion, ratio, target_name)
+            settings = {"method": method_name, "head_fusion": fusion, "discard_ratio": ratio, "target": target_name}
+            return explain(choice, img, model_id, settings)
 
         image.change(on_image, [image, model_box], [target, predictions], api_name="predictions")
         button.click(on_explain, [image, model_box, method, head_fusion, discard_ratio, target], [overlay, caption], api_name="explain")

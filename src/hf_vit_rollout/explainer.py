@@ -7,14 +7,12 @@ Calls may come from many threads at once: each capture records only its own thre
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import stages
@@ -22,6 +20,7 @@ from .capture import find_attention_modules
 from .errors import TargetError, UnsupportedModelError
 from .explanation import Explanation
 from .images import image_sources
+from .labels import label_index
 from .loading import DEMO_MODEL, check_family, demo_model_path, load_model, load_processors
 from .request import ExplainRequest, check_count, check_device, check_megabytes
 from .tokens import TokenLayout, _pair, _vision_config
@@ -157,26 +156,7 @@ class RolloutExplainer:
                 f"{type(self.model).__name__} has no classifier head, so there is no class {target!r} to explain; "
                 "load a *ForImageClassification checkpoint or pass target=callable(outputs) -> (B,) scores"
             )
-        if isinstance(target, str):
-            names: dict[str, int] = {}
-            for index, label in self.id2label.items():
-                names.setdefault(label.lower(), index)
-                for synonym in label.split(","):
-                    names.setdefault(synonym.strip().lower(), index)
-            key = target.strip().lower()
-            if key in names:
-                return names[key]
-            close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise TargetError(f"unknown label {target!r}{hint} (the model has {self.num_labels} classes: see .id2label)")
-        if isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
-            raise TargetError(f"target must be a class index or label name, got {target!r}")
-        if not 0 <= int(target) < self.num_labels:
-            raise TargetError(
-                f"target index {int(target)} is out of range: this model has {self.num_labels} classes "
-                f"(0 to {self.num_labels - 1})"
-            )
-        return int(target)
+        return label_index(self.id2label, self.num_labels, target)
 
     def request(self, **settings) -> ExplainRequest:
         """This explainer's defaults overridden by ``settings``, validated against the model."""
