@@ -248,3 +248,12 @@ def test_named_pipe_on_the_cli_fails_at_once(tmp_path):
 
 def test_explanation_type_is_exported():
     assert Explanation.__eq__ is not object.__eq__
+
+
+def test_the_pipeline_streams_generators_and_data_sets(checkpoint, pictures):
+    explain = hf_pipeline(TASK, model=checkpoint("vit"), method="gae")
+    streamed = list(explain((p for p in pictures), batch_size=2))
+    direct = RolloutExplainer.from_pretrained(checkpoint("vit"))(pictures, method="gae")
+    assert len(streamed) == len(pictures)
+    for got, want in zip(streamed, direct):
+        np.testing.assert_allclose(got.mask, want.mask, rtol=1e-5, atol=1e-6)

@@ -21,6 +21,11 @@ keywords raise ``TypeError``. Backbone checkpoints load without a classifier, ne
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
+import torch
+from PIL import Image
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -66,7 +71,9 @@ class ViTExplanationPipeline(Pipeline):
         if inputs is None or (isinstance(inputs, (list, tuple)) and len(inputs) == 0):
             raise InputError("got no images; pass an image or a non-empty list of images")
         request = self.base_request.updated(**{k: v for k, v in kwargs.items() if k in _SETTINGS})
-        single = not isinstance(inputs, (list, tuple))
+        single = isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor))
+        if not single and not isinstance(inputs, (list, tuple)) and not request.targets_per_image:
+            return super().__call__(inputs, **kwargs)  # generators and data sets stream as in transformers
         items = [inputs] if single else list(inputs)
         if request.targets_per_image:  # one target per image travels with its image, whatever the batch
             if len(request.target) != len(items):
