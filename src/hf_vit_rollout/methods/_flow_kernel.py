@@ -172,10 +172,11 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
                 base = (lv - 1) * n
                 # down arcs v = (lv, iv) -> (lv-1, j), residual C[lv-1, iv, j] - F[lv-1, iv, j]
                 while a < n:
-                    r = C[lv - 1, iv, a] - F[lv - 1, iv, a]
+                    w = base + a
+                    lw = label[w]
+                    # the label first: most arcs are neither admissible nor lower than `low`
+                    r = C[lv - 1, iv, a] - F[lv - 1, iv, a] if lw == dv - 1 or lw < low else 0
                     if r > 0:
-                        w = base + a
-                        lw = label[w]
                         if lw == dv - 1:
                             delta = min(r, excess[v])
                             F[lv - 1, iv, a] += delta
@@ -200,10 +201,10 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
                     # up arcs v = (lv, iv) -> (lv+1, k), residual F[lv, k, iv] = FT[lv, iv, k]
                     while a < 2 * n:
                         k = a - n
-                        r = FT[lv, iv, k]
+                        w = base + k
+                        lw = label[w]
+                        r = FT[lv, iv, k] if lw == dv - 1 or lw < low else 0
                         if r > 0:
-                            w = base + k
-                            lw = label[w]
                             if lw == dv - 1:
                                 delta = min(r, excess[v])
                                 FT[lv, iv, k] = r - delta
@@ -237,13 +238,13 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
                 if lv > 0:
                     base = (lv - 1) * n
                     for j in range(min(start, n)):
-                        if C[lv - 1, iv, j] > F[lv - 1, iv, j] and label[base + j] < first:
+                        if label[base + j] < first and C[lv - 1, iv, j] > F[lv - 1, iv, j]:
                             first = label[base + j]
                             first_arc = j
                 if lv < num_layers and start > n:
                     base = (lv + 1) * n
                     for k in range(start - n):
-                        if FT[lv, iv, k] > 0 and label[base + k] < first:
+                        if label[base + k] < first and FT[lv, iv, k] > 0:
                             first = label[base + k]
                             first_arc = n + k
                 if first <= low:
@@ -304,7 +305,7 @@ def new_state(shared: tuple[np.ndarray, np.ndarray], top: np.ndarray) -> tuple:
     FT = np.zeros_like(C)
     excess = np.zeros(num_nodes, dtype=np.int64)
     excess[num_layers * n :] = top
-    label = np.zeros(num_nodes, dtype=np.int64)
+    label = np.zeros(num_nodes, dtype=np.int32)
     cur = np.zeros(num_nodes, dtype=np.int64)
     count = np.zeros(num_nodes + 1, dtype=np.int64)
     queue = np.zeros(num_nodes, dtype=np.int64)
