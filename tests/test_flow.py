@@ -154,7 +154,7 @@ def test_progress_counts_every_source_once_including_skipped_ones():
     layers = [rollout_layer(a)[0].double().numpy() for a in attentions]
     layers[0][:, 4] = 0.0  # token 4 has no outgoing capacity: flow 0, skipped
     calls = []
-    flows = max_flows_to_sink(layers, np.eye(10)[0], calls.append, workers=2)
+    flows = max_flows_to_sink(layers, np.eye(10)[0], calls.append)
     assert sum(calls) == 10 and flows[4] == 0.0 and (flows[np.arange(10) != 4] > 0).all()
 
 

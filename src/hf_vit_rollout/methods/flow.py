@@ -56,6 +56,8 @@ SCIPY_FLOW_SCALE = 2**30
 SOLVERS = ("push_relabel", "dinic")
 #: Global relabel after this many relabels per node (tuned on clustered 12 × 197 graphs).
 _GLOBAL_RELABEL_PER_NODE = 0.3
+#: Fewest sources per parallel run.
+_MIN_RUN = 32
 
 
 def flow_error_bound(num_edges: int, scale: int = FLOW_SCALE) -> float:
@@ -208,7 +210,8 @@ def integer_max_flows(
         raise RuntimeError("the push-relabel solver needs numba: pip install numba")
     sources = np.asarray(sources, dtype=np.int64)
     flows = np.zeros(capacity.shape[-1], dtype=np.int64)
-    runs = [run for run in np.array_split(sources, max(1, min(workers, len(sources)))) if len(run)]
+    # a thread pays off only with enough sources to share (each run starts from zero flow)
+    runs = [run for run in np.array_split(sources, max(1, min(workers, len(sources) // _MIN_RUN))) if len(run)]
     shared = kernel.shared_arrays(capacity)
     top = np.ascontiguousarray(top, dtype=np.int64)
     lock = threading.Lock()
