@@ -35,7 +35,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from hf_vit_rollout.methods import SCIPY_FLOW_SCALE, attention_flow, flow_error_bound, rollout_layer
-from hf_vit_rollout.methods.flow import FLOW_SCALE, default_workers, layered_graph
+from hf_vit_rollout.methods.flow import FLOW_SCALE, layered_graph
 from hf_vit_rollout.testing import clustered_attention
 
 
@@ -128,7 +128,7 @@ def main() -> None:
     for name, layers, heads, tokens in shapes:
         cases.append((name, lambda l=layers, h=heads, n=tokens: clustered_attention(1, h, n, l, groups=8, strength=8.0, sharpness=2.0, seed=0)))
 
-    print(f"ours: push-relabel kernel, {default_workers()} worker threads; references one solve per source")
+    print("ours: warm-started push-relabel kernel, one thread; references: one solve per source")
     header = (f"{'case':42s} {'discard':>7s} {'ours s/img':>10s} {'scipy s/img':>12s} {'networkx s/img':>15s} "
               f"{'max |diff|':>10s} {'bound':>7s} {'ρ vs exact':>10s}")
     print(header)

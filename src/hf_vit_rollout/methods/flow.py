@@ -26,8 +26,8 @@ Implementation
   contiguous memory). See that module for the algorithm and why it is exact.
 * Sinks are solved in an order where consecutive tokens are alike (:func:`source_order`), which
   keeps the work moved between warm starts small; the order never changes a value.
-* The sources are split into ``workers`` runs of that order, each with its own residual graph,
-  solved in parallel threads (the kernel releases the GIL).
+* Optionally (``workers > 1``) the sources are split into runs of that order, each solved on its
+  own residual graph in a parallel thread (the kernel releases the GIL).
 * Sources with no outgoing capacity have flow zero and are skipped.
 * Without numba (or with ``solver="dinic"``) each source is solved from scratch with
   ``scipy.sparse.csgraph.maximum_flow`` (Dinic), on int32 capacities scaled by
@@ -37,7 +37,6 @@ Implementation
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 
@@ -180,11 +179,6 @@ def _kernel():
 _KERNEL = False
 
 
-def default_workers() -> int:
-    """Threads for :func:`max_flows_to_sink`: as many as torch uses, at most 4 and at most the CPUs."""
-    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1, 4))
-
-
 def integer_max_flows(
     capacity: np.ndarray,
     top: np.ndarray,
@@ -254,7 +248,7 @@ def max_flows_to_sink(
     progress: Callable[[int], object] | None = None,
     *,
     solver: str = "push_relabel",
-    workers: int | None = None,
+    workers: int = 1,
 ) -> np.ndarray:
     """Max-flow value from every input token ``(0, j)`` to the sink, for one sample.
 
@@ -265,7 +259,9 @@ def max_flows_to_sink(
             sources skipped because their flow is provably zero are reported at once.
         solver: ``"push_relabel"`` (compiled, warm-started; falls back to ``"dinic"`` without numba)
             or ``"dinic"`` (scipy, one solve per source).
-        workers: parallel threads for ``"push_relabel"``; default :func:`default_workers`.
+        workers: parallel threads for ``"push_relabel"`` (default 1). Each thread solves a run of
+            the source order on its own residual graph; on the 2-core machine this was measured on,
+            shared with other jobs, two threads were not faster than one.
 
     Returns:
         ``(N,)`` float64 flows, each at most ``flow_error_bound(num_edges)`` below the exact value
@@ -273,7 +269,7 @@ def max_flows_to_sink(
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     n = _check_layers(layers, output_weights)
     capacity, top = integer_capacities(layers, output_weights)
@@ -286,7 +282,7 @@ def max_flows_to_sink(
         return _dinic(layers, output_weights, np.flatnonzero(reachable), progress)
     order = source_order(layers)
     sources = order[reachable[order]]
-    return integer_max_flows(capacity, top, sources, progress, workers or default_workers()) / FLOW_SCALE
+    return integer_max_flows(capacity, top, sources, progress, workers) / FLOW_SCALE
 
 
 def flow_from_layers(
@@ -295,7 +291,7 @@ def flow_from_layers(
     progress: bool = False,
     *,
     solver: str = "push_relabel",
-    workers: int | None = None,
+    workers: int = 1,
 ) -> torch.Tensor:
     """Attention Flow over already residual-adjusted, row-stochastic layer maps.
 
@@ -341,7 +337,7 @@ def attention_flow(
     progress: bool = False,
     *,
     solver: str = "push_relabel",
-    workers: int | None = None,
+    workers: int = 1,
 ) -> torch.Tensor:
     """Attention Flow relevance of every input token (see the module docstring for the definition).
 
