@@ -116,7 +116,7 @@ def main() -> None:
         return
     torch.set_num_threads(2)
 
-    cases = [("demo model, real attention (6 × 4 × 65)", demo_attention)]
+    cases = [("demo model, real attention", demo_attention)]
     shapes = [("DeiT-tiny clustered (12 × 3 × 197)", 12, 3, 197)]
     if not args.quick:
         shapes += [
@@ -136,6 +136,8 @@ def main() -> None:
     for name, make in cases:
         attentions = make()
         n = attentions[0].shape[-1]
+        if "(" not in name:
+            name += f" ({len(attentions)} × {attentions[0].shape[1]} × {n})"
         exact = None
         for discard_ratio in args.discard_ratios:
             repeats = args.repeats if n < 400 else 1
