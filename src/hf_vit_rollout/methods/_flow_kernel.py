@@ -148,6 +148,10 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
     highest = _global_relabel(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, bucket_next, sink)
     stats[2] += 1
     work = 0
+    pushes = 0
+    relabels = 0
+    gaps = 0
+    scanned = 0
     while highest >= 0:
         v = bucket_head[highest]
         if v < 0:
@@ -158,6 +162,7 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
             continue  # stale entry (its label was raised by a gap)
         lv = v // n
         iv = v - lv * n
+        ev = excess[v]  # v's excess, kept in a register while v is discharged
         # discharge v: push along admissible arcs (to label d(v) - 1) from the current arc on; when
         # none is left, relabel to one more than the lowest label over a residual arc
         while True:
@@ -178,24 +183,24 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
                     r = C[lv - 1, iv, a] - F[lv - 1, iv, a] if lw == dv - 1 or lw < low else 0
                     if r > 0:
                         if lw == dv - 1:
-                            delta = min(r, excess[v])
+                            delta = min(r, ev)
                             F[lv - 1, iv, a] += delta
                             FT[lv - 1, a, iv] += delta
-                            excess[v] -= delta
-                            stats[0] += 1
+                            ev -= delta
+                            pushes += 1
                             if excess[w] == 0 and w != sink:
                                 bucket_next[w] = bucket_head[lw]
                                 bucket_head[lw] = w
                                 if lw > highest:
                                     highest = lw
                             excess[w] += delta
-                            if excess[v] == 0:
+                            if ev == 0:
                                 break
                         elif lw < low:
                             low = lw
                             low_arc = a
                     a += 1
-            if excess[v] > 0:
+            if ev > 0:
                 if lv < num_layers:
                     base = (lv + 1) * n
                     # up arcs v = (lv, iv) -> (lv+1, k), residual F[lv, k, iv] = FT[lv, iv, k]
@@ -206,18 +211,18 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
                         r = FT[lv, iv, k] if lw == dv - 1 or lw < low else 0
                         if r > 0:
                             if lw == dv - 1:
-                                delta = min(r, excess[v])
+                                delta = min(r, ev)
                                 FT[lv, iv, k] = r - delta
                                 F[lv, k, iv] -= delta
-                                excess[v] -= delta
-                                stats[0] += 1
+                                ev -= delta
+                                pushes += 1
                                 if excess[w] == 0 and w != sink:
                                     bucket_next[w] = bucket_head[lw]
                                     bucket_head[lw] = w
                                     if lw > highest:
                                         highest = lw
                                 excess[w] += delta
-                                if excess[v] == 0:
+                                if ev == 0:
                                     break
                             elif lw < low:
                                 low = lw
@@ -226,8 +231,8 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
                 else:
                     a = 2 * n
             cur[v] = a
-            stats[4] += a - start
-            if excess[v] == 0:
+            scanned += a - start
+            if ev == 0:
                 break
             # relabel: the arcs before `start` were passed in earlier scans, so look at them again;
             # no arc was admissible, so every residual neighbour has a label >= d(v) and the new
@@ -250,14 +255,14 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
                 if first <= low:
                     low = first
                     low_arc = first_arc
-            stats[1] += 1
+            relabels += 1
             work += 1
             count[dv] -= 1
             # after the relabel the admissible arcs are those at label `low`: none comes before `low_arc`
             cur[v] = low_arc
             if count[dv] == 0:
                 # gap: no node is left at label dv, so no node above it can reach the sink
-                stats[3] += 1
+                gaps += 1
                 for u in range(num_nodes):
                     if dv < label[u] < num_nodes:
                         count[label[u]] -= 1
@@ -269,11 +274,16 @@ def solve_sink(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, buck
                 break
             label[v] = low + 1
             count[low + 1] += 1
+        excess[v] = ev
         # v has no excess left or can no longer reach the sink
         if work > relabel_every:
             work = 0
             stats[2] += 1
             highest = _global_relabel(C, CT, F, FT, excess, label, cur, count, queue, bucket_head, bucket_next, sink)
+    stats[0] += pushes
+    stats[1] += relabels
+    stats[3] += gaps
+    stats[4] += scanned
     return excess[sink]
 
 
