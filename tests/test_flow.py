@@ -206,6 +206,12 @@ def test_mismatched_layer_shapes_are_refused():
         max_flows_to_sink([np.eye(4), np.eye(5)], np.eye(4)[0])
 
 
+def test_nan_attention_is_refused():
+    layers = [np.full((3, 3), 1 / 3), np.full((3, 3), np.nan)]
+    with pytest.raises(ValueError, match="layer 1's attention map has NaN"):
+        max_flows_to_sink(layers, np.eye(3)[0])
+
+
 def test_flow_needs_layers():
     with pytest.raises(ValueError, match="no attention layers"):
         attention_flow([])

@@ -93,7 +93,10 @@ def integer_capacities(layers: Sequence[np.ndarray], output_weights: np.ndarray,
     weights = np.asarray(output_weights, dtype=np.float64)
     capacity = np.empty((len(layers), *layers[0].shape), dtype=np.int64)
     for layer, a in enumerate(layers):
-        np.floor(np.minimum(np.asarray(a, dtype=np.float64), 1.0) * scale, out=capacity[layer], casting="unsafe")
+        a = np.asarray(a, dtype=np.float64)
+        if not np.isfinite(a).all() or (a < 0).any():
+            raise ValueError(f"layer {layer}'s attention map has NaN, infinite or negative entries: no flow graph")
+        np.floor(np.minimum(a, 1.0) * scale, out=capacity[layer], casting="unsafe")
     capacity[-1][weights <= 0] = 0
     top = np.floor(np.minimum(np.maximum(weights, 0.0), 1.0) * scale).astype(np.int64)
     return capacity, top
