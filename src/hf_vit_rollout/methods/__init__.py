@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .flow import FLOW_SCALE, attention_flow, flow_error_bound, flow_from_layers
+from .flow import FLOW_SCALE, SCIPY_FLOW_SCALE, attention_flow, flow_error_bound, flow_from_layers
 from .gradient import gae, gae_layer, gradient_rollout, gradient_rollout_layer
 from .rollout import (
     HEAD_FUSIONS,
@@ -60,7 +60,7 @@ METHODS: dict[str, MethodSpec] = {
             "grad_rollout", True, gradient_rollout_layer, "product", 0.9, "gradient-weighted rollout (classic)"
         ),
         MethodSpec("gae", True, gae_layer, "product", 0.0, "Chefer et al. 2021, generic attention explainability"),
-        MethodSpec("flow", False, _rollout_layer_map, "flow", 0.9, "Attention Flow, exact max-flow (Abnar 2020)"),
+        MethodSpec("flow", False, _rollout_layer_map, "flow", 0.0, "Attention Flow, exact max-flow (Abnar 2020)"),
     )
 }
 
@@ -69,6 +69,7 @@ __all__ = [
     "HEAD_FUSIONS",
     "METHODS",
     "MethodSpec",
+    "SCIPY_FLOW_SCALE",
     "add_residual_and_normalize",
     "attention_flow",
     "attention_rollout",
