@@ -15,6 +15,7 @@ import logging
 
 from .capture import AttentionCapture, CaptureError
 from .errors import InputError, TargetError, UnsupportedModelError
+from .evaluation import EvaluationReport, evaluate
 from .explainer import DEMO_MODEL, RolloutExplainer, demo_model_path
 from .explanation import Explanation
 from .methods import (
@@ -50,6 +51,7 @@ __all__ = [
     "METHODS",
     "AttentionCapture",
     "CaptureError",
+    "EvaluationReport",
     "Explanation",
     "InputError",
     "RolloutExplainer",
@@ -60,6 +62,7 @@ __all__ = [
     "attention_rollout",
     "demo_model_path",
     "discard_lowest",
+    "evaluate",
     "fuse_heads",
     "gae",
     "gradient_rollout",
