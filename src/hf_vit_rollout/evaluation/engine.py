@@ -123,7 +123,11 @@ class _Run:
         """Score one chunk of items with every method and metric, appending to ``results``."""
         started = time.perf_counter()
         unique = sorted({it.image for it in items})
-        pixels = self.explainer.image_processor(images=[data.images[i] for i in unique], return_tensors="pt")["pixel_values"]
+        try:
+            pixels = self.explainer.image_processor(images=[data.images[i] for i in unique], return_tensors="pt")["pixel_values"]
+        except Exception as exc:  # processors raise many types for odd images
+            names = ", ".join(data.names[i] for i in unique)
+            raise ValueError(f"the image processor could not prepare the images ({names}): {exc}") from exc
         pixel_values = pixels[[unique.index(it.image) for it in items]]
         targets = [it.target for it in items]
         if any(t is None for t in targets) and self.explainer.num_labels:
