@@ -208,6 +208,7 @@ def test_cli_writes_table_plots_and_json(tmp_path, capsys):
         ("out_is_a_file", "cannot write to the output folder"),
         ("bad_method", "unknown method"),
         ("no_images", "is not a folder"),
+        ("bad_metric", "invalid choice: 'accuracy'"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys, case, message):
@@ -222,6 +223,12 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys, case, messag
         args += ["--methods", "gradcam"]
     if case == "no_images":
         args[2] = str(tmp_path / "nothing")
-    assert cli_main(args) == 2
+    if case == "bad_metric":
+        args += ["--metrics", "accuracy"]
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(args)
+        assert exit_.value.code == 2
+    else:
+        assert cli_main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hf-vit-rollout: error: ") and message in err and "\n" not in err

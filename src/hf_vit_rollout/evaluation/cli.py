@@ -18,8 +18,16 @@ from .scores import METRICS, ROAD, Deletion, Insertion
 EXIT_BAD_INPUT = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in the command's one-line format (exit code 2), without the usage block."""
+
+    def error(self, message: str):
+        print(f"hf-vit-rollout: error: {message} (see 'hf-vit-rollout evaluate --help')", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hf-vit-rollout evaluate",
         description="Score explanation methods on your model and images (faithfulness, localization, sanity).",
         epilog="Masks pair to images by file stem (cat.jpg <-> cat.png); pixels > 127 are the object.",
