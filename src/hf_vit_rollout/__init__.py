@@ -15,6 +15,7 @@ import logging
 
 from .capture import AttentionCapture, CaptureError
 from .errors import InputError, TargetError, UnsupportedModelError
+from .evaluation import EvaluationReport, evaluate
 from .explainer import RolloutExplainer
 from .explanation import Explanation
 from .loading import DEMO_MODEL, demo_model_path
@@ -54,6 +55,7 @@ __all__ = [
     "Placement",
     "AttentionCapture",
     "CaptureError",
+    "EvaluationReport",
     "ExplainRequest",
     "Explanation",
     "HEATMAP_MAX_PIXELS",
@@ -66,6 +68,7 @@ __all__ = [
     "attention_rollout",
     "demo_model_path",
     "discard_lowest",
+    "evaluate",
     "fuse_heads",
     "gae",
     "gradient_rollout",

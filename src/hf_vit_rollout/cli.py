@@ -181,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         pass
     if argv[:1] == ["demo"]:
         return run_demo(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        from .evaluation.cli import main as evaluate_main
+
+        return evaluate_main(argv[1:])
     if argv[:1] == ["app"]:
         from .app import main as app_main
 
