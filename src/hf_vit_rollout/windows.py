@@ -312,6 +312,18 @@ class WindowedLayout:
         """``(B, N_{s+1}, N_s)`` merging map after stage ``stage`` (one matrix, viewed per image)."""
         return merge_matrix(self.stage_grids[stage], dtype=dtype, device=device).expand(batch, -1, -1)
 
+    def block_steps(self) -> list[int]:
+        """Chain step of every block (blocks are steps, with a merge step between stages)."""
+        return [step for step, (kind, _) in enumerate(self.chain_steps()) if kind == "block"]
+
+    def merge_maps(self, batch: int, dtype=torch.float32, device=None) -> dict[int, torch.Tensor]:
+        """``{chain step: (B, N_{s+1}, N_s) map}`` of every patch merging, known before the pass."""
+        return {
+            step: self.merge_map(stage, batch, dtype, device)
+            for step, (kind, stage) in enumerate(self.chain_steps())
+            if kind == "merge"
+        }
+
     def output_weights(self, dtype=torch.float32, device=None) -> torch.Tensor:
         """``(N_last,)`` uniform weights of the mean-pooled last-stage tokens."""
         return torch.full((self.num_output_tokens,), 1.0 / self.num_output_tokens, dtype=dtype, device=device)
