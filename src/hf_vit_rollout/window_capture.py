@@ -118,7 +118,9 @@ class WindowBlockCapture:
         self._restore()
 
 
-def windowed_relevance(model, pixel_values: torch.Tensor, spec, method_args: tuple, score_fn=None, forward_kwargs=None):
+def windowed_relevance(
+    model, pixel_values: torch.Tensor, spec, method_args: tuple, score_fn=None, *, forward_kwargs=None, buffer_bytes=2**28
+):
     """One forward (and backward) pass of a windowed model, folded into first-stage token relevance.
 
     The method is used only through its registry entry: ``spec.layer_map`` turns every block's
@@ -133,6 +135,9 @@ def windowed_relevance(model, pixel_values: torch.Tensor, spec, method_args: tup
         method_args: ``(head_fusion, discard_ratio, keep_index)`` for ``spec.layer_map``.
         score_fn: ``outputs -> (B,)`` scores to explain; required when ``spec.needs_gradient``.
         forward_kwargs: extra model keyword arguments (e.g. ``interpolate_pos_encoding``).
+        buffer_bytes: :class:`~hf_vit_rollout.methods.chain.ChainFold`'s buffer for attention-only
+            methods (default 256 MiB: Swin-T's maps at 224 px, 1 image, fit, so the output row is
+            folded through them at ``O(N²)`` per map instead of ``N³`` products).
 
     Returns:
         ``(layout, relevance, outputs)``: the :class:`~hf_vit_rollout.windows.WindowedLayout`,
@@ -150,7 +155,8 @@ def windowed_relevance(model, pixel_values: torch.Tensor, spec, method_args: tup
     layout = WindowedLayout.from_config(config, tuple(pixel_values.shape[-2:]))
     batch = pixel_values.shape[0]
     steps = layout.block_steps()
-    fold = ChainFold(layout.output_weights(device=pixel_values.device), "backward" if spec.needs_gradient else "forward")
+    direction = "backward" if spec.needs_gradient else "forward"
+    fold = ChainFold(layout.output_weights(device=pixel_values.device), direction, buffer_bytes=buffer_bytes)
     for step, merge in layout.merge_maps(batch, device=pixel_values.device).items():
         fold.add(step, merge)
     first: list[torch.Tensor] = []
