@@ -10,7 +10,7 @@ import transformers as T
 
 from hf_vit_rollout.methods import METHODS
 from hf_vit_rollout.methods.chain import ChainFold
-from hf_vit_rollout.window_capture import WindowBlockCapture, find_window_blocks, windowed_relevance
+from hf_vit_rollout.window_capture import FORWARD_KWARGS, WindowBlockCapture, find_window_blocks, windowed_relevance
 from hf_vit_rollout.windows import WindowedLayout, fold_layer_map
 
 from .test_windows import TINY
@@ -120,3 +120,33 @@ def test_flow_is_refused_with_the_reason(tmp_path):
     model = _classifier("swin", tmp_path)
     with pytest.raises(ValueError, match="change their token set between stages"):
         windowed_relevance(model, torch.randn(1, 3, 32, 32), METHODS["flow"], ARGS)
+
+
+BACKBONES = {
+    "swin": (T.SwinConfig, T.SwinModel),
+    "swinv2": (T.Swinv2Config, T.Swinv2Model),
+    "donut-swin": (T.DonutSwinConfig, T.DonutSwinModel),
+    "maskformer-swin": (T.MaskFormerSwinConfig, T.MaskFormerSwinModel),
+}
+
+
+@pytest.mark.parametrize("family", list(BACKBONES))
+@pytest.mark.parametrize("size", [(28, 44), (16, 24)])
+def test_layout_from_the_config_is_what_every_family_ran(family, size):
+    config_class, model_class = BACKBONES[family]
+    torch.manual_seed(0)
+    model = model_class(config_class(image_size=32, **TINY))
+    ran = []
+    with WindowBlockCapture(model, find_window_blocks(model, family), lambda i, a, g: ran.append(g)), torch.no_grad():
+        model(pixel_values=torch.randn(1, 3, *size), **FORWARD_KWARGS[family])
+    layout = WindowedLayout.from_config(model.config, size)
+    assert [(b.grid, b.window, b.shift) for b in layout.blocks] == ran
+
+
+def test_a_backbone_is_explained_with_a_callable_score(tmp_path):
+    torch.manual_seed(0)
+    model = T.MaskFormerSwinModel(T.MaskFormerSwinConfig(image_size=32, **TINY))
+    layout, relevance, _ = windowed_relevance(
+        model, torch.randn(2, 3, 32, 32), METHODS["gae"], ARGS, lambda out: out.pooler_output.sum(-1)
+    )
+    assert relevance.shape == (2, 256) and torch.isfinite(relevance).all() and (relevance >= 0).all()

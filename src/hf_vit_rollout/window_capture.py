@@ -34,8 +34,14 @@ BLOCK_CLASSES: dict[str, str] = {
 }
 
 #: Keyword arguments the model call needs for the blocks to return attention (the V2-style
-#: blocks return it only when asked; Swin's eager attention always does).
-FORWARD_KWARGS = {"output_attentions": True}
+#: blocks return it only when asked; Swin's eager attention always does). MaskFormer-Swin's encoder
+#: (transformers 5.24) fails on ``output_attentions=True`` alone, but runs with hidden states too.
+FORWARD_KWARGS: dict[str, dict] = {
+    "swin": {"output_attentions": True},
+    "swinv2": {"output_attentions": True},
+    "donut-swin": {"output_attentions": True},
+    "maskformer-swin": {"output_attentions": True, "output_hidden_states": True},
+}
 
 
 def find_window_blocks(model: nn.Module, model_type: str) -> list[tuple[str, nn.Module]]:
@@ -176,7 +182,7 @@ def windowed_relevance(
         else:
             fold.add(steps[index], fold_layer_map(spec.layer_map, frozen, None, block, *method_args))
 
-    kwargs = {**FORWARD_KWARGS, **(forward_kwargs or {})}
+    kwargs = {**FORWARD_KWARGS[config.model_type], **(forward_kwargs or {})}
     with WindowBlockCapture(model, find_window_blocks(model, config.model_type), on_block) as capture:
         with torch.enable_grad() if spec.needs_gradient else torch.no_grad():
             outputs = model(pixel_values=pixel_values, **kwargs)
