@@ -122,7 +122,7 @@ def test_a_wrong_shift_does_not_rebuild_the_output(tmp_path):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("size", [(32, 32), (28, 36), (24, 40)])
+@pytest.mark.parametrize("size", [(28, 36)])
 def test_layout_from_config_matches_what_the_model_ran(family, size, tmp_path):
     model = _model(family, (32, 32), tmp_path)
     records = _run(model, torch.randn(1, 3, *size))
