@@ -15,8 +15,9 @@ import logging
 
 from .capture import AttentionCapture, CaptureError
 from .errors import InputError, TargetError, UnsupportedModelError
-from .explainer import DEMO_MODEL, RolloutExplainer, demo_model_path
+from .explainer import RolloutExplainer
 from .explanation import Explanation
+from .loading import DEMO_MODEL, demo_model_path
 from .methods import (
     METHODS,
     attention_flow,
@@ -26,6 +27,8 @@ from .methods import (
     gae,
     gradient_rollout,
 )
+from .placement import HEATMAP_MAX_PIXELS, Placement
+from .request import ExplainRequest
 from .tokens import TokenLayout
 
 __version__ = "0.1.0"
@@ -48,9 +51,12 @@ _register_pipeline()
 __all__ = [
     "DEMO_MODEL",
     "METHODS",
+    "Placement",
     "AttentionCapture",
     "CaptureError",
+    "ExplainRequest",
     "Explanation",
+    "HEATMAP_MAX_PIXELS",
     "InputError",
     "RolloutExplainer",
     "TargetError",

@@ -75,7 +75,7 @@ def explain_dataset(
     for column in (image_column, target_column):
         if column is not None and column not in dataset.column_names:
             raise ValueError(f"dataset has no column {column!r}; its columns are {dataset.column_names}")
-    spec, _, _ = explainer._settings(method, head_fusion, discard_ratio, None)
+    spec = explainer.request(method=method, head_fusion=head_fusion, discard_ratio=discard_ratio).spec
     if target_column is not None and not spec.needs_gradient:
         raise ValueError(f"method {spec.name!r} is class-agnostic; drop target_column or use 'grad_rollout' or 'gae'")
     mask_column = mask_column or f"{spec.name}_mask"

@@ -1,0 +1,234 @@
+"""The three stages every front door runs, as in ``transformers`` pipelines.
+
+``preprocess`` (one image: load, orient, process, remember where its pixels went) →
+``forward`` (a batch: one forward pass under capture, the backward passes the method needs, the
+method's layer maps folded into token relevance) → ``postprocess`` (one image: relevance → mask →
+heat-map at a bounded size). :class:`~hf_vit_rollout.RolloutExplainer`, the ``vit-explanation``
+pipeline, the CLI and the app all call these, with one :class:`~hf_vit_rollout.request.ExplainRequest`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .capture import AttentionCapture, CaptureError
+from .errors import TargetError
+from .explanation import Explanation
+from .images import load_image
+from .methods import flow_from_layers
+from .methods.chain import ChainFold
+from .placement import Placement, shrink_for_processor
+from .request import ExplainRequest
+from .tokens import TokenLayout
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedImage:
+    """One image after ``preprocess``.
+
+    Attributes:
+        image: the RGB original as displayed (EXIF orientation applied).
+        pixel_values: ``(C, H, W)`` model input.
+        placement: where the model's patches lie on ``image``.
+        target: this image's target as given (index, label name or ``None``), resolved in ``forward``.
+    """
+
+    image: Image.Image
+    pixel_values: torch.Tensor
+    placement: Placement
+    target: int | str | None = None
+
+
+@dataclass
+class ImagePass:
+    """One image after ``forward``: ``(k, N)`` token relevance for each of its ``k`` explained targets."""
+
+    relevance: torch.Tensor
+    explained: list
+    probabilities: np.ndarray | None
+
+
+def preprocess(explainer, source, target=None, where: str = "image") -> PreparedImage:
+    """Load and process one image (see :func:`~hf_vit_rollout.images.load_image` for inputs)."""
+    image = load_image(source, where)
+    processor = explainer.image_processor
+    try:
+        pixel_values = processor(images=shrink_for_processor(image, processor), return_tensors="pt")["pixel_values"][0]
+    except Exception as exc:  # processors raise many types for odd images
+        raise ValueError(f"the image processor could not prepare {where}: {exc}") from exc
+    layout = explainer.layout(tuple(pixel_values.shape[-2:]))
+    placement = Placement.of(processor, image.size, explainer.patch_size, layout.grid_size)
+    return PreparedImage(image, pixel_values, placement, target)
+
+
+# ------------------------------------------------------------------------------------------ forward
+def _check_scores(scores, batch: int) -> torch.Tensor:
+    """A callable target's output: a ``(B,)`` floating tensor on the autograd graph, all finite."""
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or scores.shape[0] != batch:
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise TargetError(f"a callable target must return a ({batch},) tensor of scores, one per image, got {shape}")
+    if not scores.is_floating_point():
+        raise TargetError(f"a callable target must return floating-point scores, got dtype {scores.dtype}")
+    if not scores.requires_grad:
+        raise TargetError(
+            "the callable target's scores carry no gradient: compute them from the model outputs it is given, "
+            "without .detach(), .item(), numpy or torch.no_grad()"
+        )
+    return scores
+
+
+def _objectives(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest):
+    """``[(scores (B,), explained targets)]``, one per rank (``top_k`` ranks, else one)."""
+    if request.callable_target is not None:
+        return [(_check_scores(request.callable_target(outputs), len(batch)), [None] * len(batch))]
+    if request.text is not None:
+        return [(outputs.logits_per_image[:, 0], [None] * len(batch))]
+    logits = explainer.logits_of(outputs)
+    if request.top_k is not None:
+        k = min(request.top_k, logits.shape[-1])
+        ranked = logits.detach().topk(k, dim=-1).indices
+        return [(logits.gather(1, ranked[:, r : r + 1]).squeeze(1), ranked[:, r].tolist()) for r in range(k)]
+    chosen = [int(logits[i].argmax()) if p.target is None else explainer.resolve_target(p.target) for i, p in enumerate(batch)]
+    index = torch.tensor(chosen, device=logits.device)
+    return [(logits.gather(1, index[:, None]).squeeze(1), chosen)]
+
+
+def _check_finite(scores: torch.Tensor) -> None:
+    bad = (~torch.isfinite(scores.detach())).nonzero().flatten().tolist()
+    if bad:
+        raise TargetError(
+            f"the explained score is NaN or infinite for image(s) {bad}; there is no gradient to explain. "
+            "Check the inputs and the model (or the callable target) for non-finite values"
+        )
+
+
+class _Folds:
+    """The method's layer maps folded into token relevance, one fold per explained rank."""
+
+    def __init__(self, layout: TokenLayout, request: ExplainRequest, weights: torch.Tensor, buffer_mib: float):
+        self.spec, self.request, self.weights, self.layout = request.spec, request, weights, layout
+        self.buffer_bytes = buffer_mib * 2**20
+        self.folds: list = []
+        self.first_attention: list[torch.Tensor] = []
+        self.new_fold()
+
+    def new_fold(self) -> None:
+        if self.spec.combine == "product":
+            direction = "backward" if self.spec.needs_gradient else "forward"
+            self.folds.append(ChainFold(self.weights, direction, buffer_bytes=self.buffer_bytes))
+        else:
+            self.folds.append({})
+
+    def store(self, layer: int, attention: torch.Tensor, grad: torch.Tensor | None) -> None:
+        request = self.request
+        layer_map = self.spec.layer_map(attention, grad, request.head_fusion, request.ratio, self.layout.cls_index)
+        fold = self.folds[-1]
+        if isinstance(fold, dict):
+            fold[layer] = layer_map
+        else:
+            fold.add(layer, layer_map)
+
+    def on_attention(self, layer: int, attention: torch.Tensor) -> None:
+        if attention.shape[-1] != self.layout.num_tokens:
+            layout = self.layout
+            raise CaptureError(
+                f"layer {layer} attends over {attention.shape[-1]} tokens, but the config describes "
+                f"{layout.num_prefix_tokens} prefix tokens + {layout.grid_size[0]}×{layout.grid_size[1]} patches "
+                f"= {layout.num_tokens}; the model's token layout is not supported"
+            )
+        frozen = attention.detach()
+        if not self.spec.needs_gradient:
+            self.store(layer, frozen, None)
+            return
+        if not attention.requires_grad:
+            raise RuntimeError("attention maps carry no gradient; do not call the explainer under torch.inference_mode()")
+        attention.register_hook(lambda grad: self.store(layer, frozen, grad))
+        if layer == 0:
+            self.first_attention.append(attention)
+
+    def relevance(self, fold, num_layers: int, progress: bool) -> torch.Tensor:
+        if isinstance(fold, dict):
+            return flow_from_layers([fold[i] for i in range(num_layers)], self.weights, progress=progress)
+        return fold.relevance(num_layers)
+
+
+def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs: dict | None = None) -> list[ImagePass]:
+    """One forward pass for ``batch`` under capture, plus one backward pass per explained rank."""
+    pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
+    layout = explainer.layout(tuple(pixel_values.shape[-2:]))
+    folds = _Folds(layout, request, layout.output_weights(device=pixel_values.device), explainer.rollout_buffer_mib)
+    needs_gradient = request.spec.needs_gradient
+    with AttentionCapture(explainer.model, folds.on_attention, explainer.vision_root, explainer.attention_modules) as capture:
+        with torch.enable_grad() if needs_gradient else torch.no_grad():
+            if needs_gradient:
+                pixel_values = pixel_values.detach().requires_grad_(True)
+            try:
+                outputs = explainer.run_model(pixel_values, text_inputs)
+                if needs_gradient:
+                    objectives = _objectives(explainer, outputs, batch, request)
+                    for rank, (scores, _) in enumerate(objectives):
+                        _check_finite(scores)
+                        if rank:
+                            folds.new_fold()
+                        folds.folds[-1].start_backward(capture.num_layers)
+                        torch.autograd.grad(scores.sum(), folds.first_attention, retain_graph=rank < len(objectives) - 1)
+                    objectives = [(None, explained) for _, explained in objectives]
+            finally:  # the graph's hooks refer to the folds: break the cycle through the C++ graph
+                folds.first_attention.clear()
+            num_layers = capture.num_layers
+    if num_layers == 0:
+        raise CaptureError(f"no attention layer ran in {type(explainer.model).__name__}'s forward pass")
+    relevance = torch.stack([folds.relevance(f, num_layers, request.progress) for f in folds.folds], 1).detach().float().cpu()
+    explained = list(zip(*[e for _, e in objectives])) if needs_gradient else [(None,)] * len(batch)
+    logits = explainer.logits_of(outputs, required=False)
+    probabilities = None if logits is None else explainer.probabilities(logits.detach().float()).cpu().numpy()
+    return [
+        ImagePass(relevance[i], list(explained[i]), None if probabilities is None else probabilities[i])
+        for i in range(len(batch))
+    ]
+
+
+# ------------------------------------------------------------------------------------------ postprocess
+def _mask(patch: np.ndarray, index: int) -> np.ndarray:
+    peak = float(patch.max())
+    if peak > 0 and math.isfinite(peak):
+        return (patch / peak).astype(np.float32)
+    logger.warning("image %d: no patch received any relevance; the mask is all zeros", index)
+    return np.zeros_like(patch, dtype=np.float32)
+
+
+def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
+    """One :class:`Explanation` per explained target of one image (a list when ``top_k`` is set)."""
+    layout = explainer.layout(tuple(prepared.pixel_values.shape[-2:]))
+    patches = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
+    size = prepared.placement.output_size(request.full_resolution)
+    probabilities = passed.probabilities
+    predicted = None if probabilities is None else int(probabilities.argmax())
+    results = []
+    for rank, target in enumerate(passed.explained):
+        mask = _mask(patches[rank], index)
+        shown = target if target is not None else predicted
+        results.append(
+            Explanation(
+                image=prepared.image,
+                mask=mask,
+                heatmap=prepared.placement.heatmap(mask, size),
+                method=request.method,
+                target=target,
+                label=request.text if request.text is not None else explainer.id2label.get(shown) if shown is not None else None,
+                score=None if probabilities is None or shown is None else float(probabilities[shown]),
+                predicted=predicted,
+                token_relevance=passed.relevance[rank].numpy(),
+                params=request.params(),
+                placement=prepared.placement,
+            )
+        )
+    return results if request.top_k is not None else results[0]
