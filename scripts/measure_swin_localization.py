@@ -11,8 +11,7 @@ subtracted first: for a mean-pooled output, GAE's relevance carries every output
 path, a uniform offset (``1/N`` per token) that the max-scaling keeps and the CLS readout of a ViT
 does not have.
 
-    python scripts/measure_swin_localization.py --images 200            # through the explainer
-    python scripts/measure_swin_localization.py --images 200 --direct   # Swin via windowed_relevance
+    python scripts/measure_swin_localization.py --images 200
 """
 
 from __future__ import annotations
@@ -20,31 +19,20 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
 
-import hf_vit_rollout
 from hf_vit_rollout import RolloutExplainer
 from hf_vit_rollout.demo.data import HELD_OUT_SEED, make_sample
 from hf_vit_rollout.methods import METHODS
 from hf_vit_rollout.metrics import class_sensitivity, energy_in_mask, pointing_game
-from hf_vit_rollout.window_capture import windowed_relevance
 
 BENCHMARK_SEED = HELD_OUT_SEED + 5_000_000  # as benchmarks/localization.py
 CONFIGS = [("rollout", "mean", 0.0), ("rollout", "mean", 0.9), ("grad_rollout", "mean", 0.0), ("gae", "mean", 0.0)]
 
 
-def direct_relevance(model, pixels, targets, config):
-    """The windowed path without the explainer: ``(B, H_0, W_0)`` first-stage relevance."""
-    method, fusion, ratio = config
-    score = None if targets is None else (lambda out: out.logits.gather(1, torch.tensor(targets)[:, None])[:, 0])
-    layout, relevance, _ = windowed_relevance(model, pixels, METHODS[method], (fusion, ratio, None), score)
-    return layout.patch_relevance(relevance)
-
-
-def raw_grids(explainer, direct: bool, samples, pairs, config, batch_size=32) -> torch.Tensor:
+def raw_grids(explainer, samples, pairs, config, batch_size=32) -> torch.Tensor:
     """``(pairs, gh, gw)`` raw relevance of every pair."""
     method, fusion, ratio = config
     grids = []
@@ -52,10 +40,7 @@ def raw_grids(explainer, direct: bool, samples, pairs, config, batch_size=32) ->
         chunk = pairs[start : start + batch_size]
         pixels = explainer.image_processor(images=[samples[i].image for i, _ in chunk], return_tensors="pt")["pixel_values"]
         targets = [samples[i].labels[k] for i, k in chunk] if METHODS[method].needs_gradient else None
-        if direct:
-            grids.append(direct_relevance(explainer.model, pixels, targets, config))
-        else:
-            grids.append(explainer.relevance_maps(pixels, targets, method=method, head_fusion=fusion, discard_ratio=ratio))
+        grids.append(explainer.relevance_maps(pixels, targets, method=method, head_fusion=fusion, discard_ratio=ratio))
     return torch.cat(grids).float()
 
 
@@ -78,20 +63,10 @@ def score(samples, pairs, maps):
     return {key: float(np.mean(values)) for key, values in rows.items()}
 
 
-def load_direct():
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    folder = Path(hf_vit_rollout.__file__).parent / "demo" / "checkpoint_swin"
-    explainer = argparse.Namespace(model=AutoModelForImageClassification.from_pretrained(folder))
-    explainer.image_processor = AutoImageProcessor.from_pretrained(folder, backend="pil")
-    return explainer
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--models", nargs="+", default=["demo-swin", "demo"])
-    parser.add_argument("--direct", action="store_true", help="run demo-swin through windowed_relevance, not the explainer")
     args = parser.parse_args()
     torch.set_num_threads(2)
     samples = [make_sample(BENCHMARK_SEED + i) for i in range(args.images)]
@@ -101,11 +76,10 @@ def main() -> None:
           "energy, min subtracted | class sensitivity, min subtracted | seconds |")
     print("|---" * 11 + "|")
     for name in args.models:
-        direct = args.direct and name == "demo-swin"
-        explainer = load_direct() if direct else RolloutExplainer.from_pretrained(name)
+        explainer = RolloutExplainer.from_pretrained(name)
         for config in CONFIGS:
             started = time.perf_counter()
-            grids = raw_grids(explainer, direct, samples, pairs, config)
+            grids = raw_grids(explainer, samples, pairs, config)
             seconds = time.perf_counter() - started
             plain = score(samples, pairs, heatmaps(grids))
             offset = score(samples, pairs, heatmaps(grids - grids.flatten(1).amin(1)[:, None, None]))
