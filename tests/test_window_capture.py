@@ -234,3 +234,16 @@ def test_the_demo_swin_is_shipped_and_loads_by_name():
 def test_families_that_still_cannot_be_explained_keep_their_reason(config, reason):
     with pytest.raises(UnsupportedModelError, match=reason):
         check_family(config)
+
+
+def test_overlapping_calls_leave_the_windows_as_the_first_found_them(swin_explainer):
+    from hf_vit_rollout.window_capture import kept_window_geometry
+
+    blocks = swin_explainer("swin").window_blocks
+    before = [(b.window_size, b.shift_size) for b in blocks]
+    with kept_window_geometry(blocks):
+        blocks[3].shift_size = 0  # a clamp inside the first call
+        with kept_window_geometry(blocks):  # a second call enters with the clamped value...
+            pass
+        assert blocks[3].shift_size == 0  # ...and leaving first does not restore under the first call
+    assert [(b.window_size, b.shift_size) for b in blocks] == before

@@ -16,6 +16,8 @@ calls. :func:`kept_window_geometry` puts them back after an explainer call.
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
 
 from torch import nn
@@ -60,13 +62,35 @@ def block_windows(blocks: list[nn.Module]) -> list[tuple[int, int]]:
     return [(int(block.window_size), int(block.shift_size)) for block in blocks]
 
 
+_kept_lock = threading.Lock()
+_kept: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # first block -> [count, saved values]
+
+
 @contextlib.contextmanager
 def kept_window_geometry(blocks: list[nn.Module]) -> Iterator[None]:
-    """Restore every block's ``window_size`` / ``shift_size`` on exit if a forward pass changed them."""
-    saved = [(block, block.window_size, block.shift_size) for block in blocks]
+    """Restore every block's ``window_size`` / ``shift_size`` on exit if a forward pass changed them.
+
+    Reference-counted per model like the capture's switches: the first call to enter saves the
+    values, the last to exit restores them, so overlapping calls from several threads leave the
+    model as the first found it. (Swin's own clamping inside concurrent forward passes of different
+    input sizes is a race in ``transformers`` itself.)
+    """
+    if not blocks:
+        yield
+        return
+    key = blocks[0]
+    with _kept_lock:
+        entry = _kept.get(key)
+        if entry is None:
+            entry = _kept[key] = [0, [(block, block.window_size, block.shift_size) for block in blocks]]
+        entry[0] += 1
     try:
         yield
     finally:
-        for block, window, shift in saved:
-            if block.window_size != window or block.shift_size != shift:
-                block.window_size, block.shift_size = window, shift
+        with _kept_lock:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _kept[key]
+                for block, window, shift in entry[1]:
+                    if block.window_size != window or block.shift_size != shift:
+                        block.window_size, block.shift_size = window, shift
