@@ -20,9 +20,10 @@ tokens, so the methods (rollout, gradient rollout, GAE) stay the same pure funct
   concatenates the children of merged token ``(i, j)`` in the order ``(2i, 2j), (2i+1, 2j),
   (2i, 2j+1), (2i+1, 2j+1)`` (:func:`merge_children`; Swin and Swin V2 agree), after padding an odd
   grid with a zero row/column at the bottom/right, so ``N_{s+1} = ⌈H_s/2⌉·⌈W_s/2⌉``.
-* :class:`~hf_vit_rollout.window_layout.WindowedLayout`: the stage grids and every block's window and shift for an input size,
-  read from the config with each family's own rules; the output tokens are the last stage's,
-  mean-pooled (``SwinModel``'s pooler and the classifiers both average them).
+* :class:`~hf_vit_rollout.window_layout.WindowedLayout`: the stage grids and every block's window
+  and shift for an input size, read from the config with each family's own rules; the output
+  tokens are the last stage's, mean-pooled (``SwinModel``'s pooler and the classifiers both
+  average them).
 
 Conventions, with the reasoning:
 
@@ -45,6 +46,11 @@ Conventions, with the reasoning:
   convention: a merged token's content is its children's), and since every child has exactly one
   parent the relevance a parent receives is conserved when it is passed down (GAE). Zero padding
   children get nothing. Patch merging has no skip connection, so this factor has no identity.
+* **Mean-pooled output.** The explained row is ``1/N_last`` on every last-stage token. Unlike a
+  ViT's class token, each output token's own skip path (identity through every block, then the
+  merges down to its children) lands on image tokens, so it is part of the relevance: for GAE it is
+  exactly ``1/N_0`` per first-stage token (without padding). It is kept, as for the mean-pooled ViT
+  families; it lowers the contrast of max-scaled maps (see the README's localization figures).
 * **Heads and discarding.** Head fusion (mean/min/max) commutes with folding (entries outside the
   windows are zero for every head), so methods fuse the folded map unchanged. ``discard_ratio``
   counts all ``N²`` entries of the folded map, of which only ``w²/N`` per row can be nonzero: a
