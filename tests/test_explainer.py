@@ -262,7 +262,7 @@ def test_bad_settings_get_specific_errors(explainers, images, kwargs, error, mat
     assert_same_state(before, model_state(explainer.model))
 
 
-@pytest.mark.parametrize("kind,match", [("resnet", "convolutional network"), ("swin", "windows")])
+@pytest.mark.parametrize("kind,match", [("resnet", "convolutional network")])
 def test_models_without_global_attention_are_refused_at_load_time(checkpoint, kind, match):
     with pytest.raises(UnsupportedModelError, match=match):
         RolloutExplainer.from_pretrained(checkpoint(kind))

@@ -23,7 +23,9 @@ from .images import image_sources
 from .labels import label_index
 from .loading import DEMO_MODEL, check_family, demo_model_path, load_model, load_processors
 from .request import ExplainRequest, check_count, check_device, check_megabytes
-from .tokens import TokenLayout, _pair, _vision_config
+from .tokens import TokenLayout, _pair, _vision_config, layout_from_config
+from .window_capture import FORWARD_KWARGS, block_windows, find_window_blocks, window_attention_modules
+from .window_layout import WindowedLayout
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,9 @@ class RolloutExplainer:
 
     Args:
         model: a ``transformers`` vision transformer (``ViTForImageClassification``, ``DeiT...``,
-            ``Dinov2...``, a backbone such as ``ViTModel``, ...). It is never changed by a call:
-            the attention implementation and ``training`` flags are restored afterwards.
+            ``Dinov2...``, a backbone such as ``ViTModel``, a windowed one such as
+            ``SwinForImageClassification``, ...). It is never changed by a call: the attention
+            implementation, ``training`` flags and Swin blocks' windows are restored afterwards.
         image_processor: the model's image processor.
         method: default method (see :data:`~hf_vit_rollout.METHODS`).
         head_fusion: ``"mean"``, ``"min"`` or ``"max"``.
@@ -77,7 +80,15 @@ class RolloutExplainer:
         self.rollout_buffer_mib = check_megabytes(rollout_buffer_mib, "rollout_buffer_mib")
         self.model, self.image_processor, self.tokenizer = model, image_processor, tokenizer
         self.vision_root = model.vision_model if hasattr(model, "text_model") and hasattr(model, "vision_model") else model
-        self.attention_modules = find_attention_modules(self.vision_root)
+        model_type = getattr(_vision_config(config), "model_type", None)
+        self.window_blocks = find_window_blocks(self.vision_root, model_type)  # empty unless windowed (Swin)
+        self.forward_kwargs = dict(FORWARD_KWARGS.get(model_type, {}))
+        if model_type in FORWARD_KWARGS and not self.window_blocks:
+            raise UnsupportedModelError(f"{type(model).__name__} is a {model_type!r} model without its windowed blocks")
+        if self.window_blocks:
+            self.attention_modules = window_attention_modules(self.vision_root, self.window_blocks)
+        else:
+            self.attention_modules = find_attention_modules(self.vision_root)
         if not self.attention_modules:
             raise UnsupportedModelError(
                 f"{type(model).__name__} has no global self-attention modules exposing attention maps, "
@@ -95,7 +106,8 @@ class RolloutExplainer:
 
         Args:
             pretrained_model_name_or_path: a Hub id (``"facebook/deit-tiny-patch16-224"``), a local
-                checkpoint directory, or ``"demo"`` for the model shipped with this package.
+                checkpoint directory, ``"demo"`` for the ViT shipped with this package or
+                ``"demo-swin"`` for the shipped Swin.
             **kwargs: the explainer's settings (``method``, ``head_fusion``, ``discard_ratio``,
                 ``device``, ``interpolate_pos_encoding``, ``batch_size``, ``rollout_buffer_mib``);
                 everything else goes to ``transformers``' ``from_pretrained`` (``revision``,
@@ -175,9 +187,11 @@ class RolloutExplainer:
         return request
 
     # ------------------------------------------------------------------ the model, for the stages
-    def layout(self, input_size: tuple[int, int]) -> TokenLayout:
-        """Token layout for a ``(height, width)`` model input."""
-        return TokenLayout.from_config(self.model.config, input_size)
+    def layout(self, input_size: tuple[int, int]) -> TokenLayout | WindowedLayout:
+        """Token layout for a ``(height, width)`` model input (windowed models: from the windows
+        their blocks hold now, which an earlier call outside the explainer may have clamped)."""
+        held = block_windows(self.window_blocks) if self.window_blocks else None
+        return layout_from_config(self.model.config, input_size, held)
 
     def on_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` on the model's device, in its parameters' dtype."""
@@ -186,7 +200,7 @@ class RolloutExplainer:
 
     def run_model(self, pixel_values: torch.Tensor, text_inputs: dict | None = None):
         """The forward pass: the whole image-text model with ``text_inputs``, else the vision tower."""
-        kwargs = {}
+        kwargs = dict(self.forward_kwargs)  # what windowed blocks need to return their attention
         if self.interpolate_pos_encoding and "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters:
             kwargs["interpolate_pos_encoding"] = True
         try:

@@ -11,10 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UnsupportedModelError
-from .tokens import TokenLayout
+from .tokens import layout_from_config
 
 #: Name that resolves to the checkpoint shipped in the package.
 DEMO_MODEL = "demo"
+
+#: Name that resolves to the small Swin shipped in the package.
+DEMO_SWIN_MODEL = "demo-swin"
 
 #: Keyword arguments of ``from_pretrained`` that concern finding files (passed to every loader).
 HUB_KWARGS = (
@@ -34,10 +37,17 @@ def demo_model_path() -> Path:
     return Path(__file__).resolve().parent / "demo" / "checkpoint"
 
 
+def demo_swin_path() -> Path:
+    """Directory of the shipped demo Swin checkpoint."""
+    return Path(__file__).resolve().parent / "demo" / "checkpoint_swin"
+
+
 def resolve_source(name_or_path) -> str | Path:
-    """``"demo"`` → the shipped checkpoint; a missing local path → ``OSError`` with what to pass."""
+    """``"demo"`` / ``"demo-swin"`` → a shipped checkpoint; a missing local path → ``OSError`` with what to pass."""
     if str(name_or_path) == DEMO_MODEL:
         return demo_model_path()
+    if str(name_or_path) == DEMO_SWIN_MODEL:
+        return demo_swin_path()
     text = str(name_or_path)
     if (Path(text).is_absolute() or text.startswith((".", "~"))) and not Path(text).expanduser().is_dir():
         raise OSError(
@@ -50,7 +60,7 @@ def resolve_source(name_or_path) -> str | Path:
 def check_family(config) -> None:
     """Raise :class:`UnsupportedModelError` for architectures without global self-attention."""
     try:
-        TokenLayout.from_config(config, (1, 1))
+        layout_from_config(config, (1, 1))
     except ValueError as exc:
         raise UnsupportedModelError(str(exc)) from None
 

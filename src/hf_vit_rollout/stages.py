@@ -25,7 +25,7 @@ from .methods import flow_from_layers
 from .methods.chain import ChainFold
 from .placement import Placement, shrink_for_processor
 from .request import ExplainRequest
-from .tokens import TokenLayout
+from .window_capture import kept_window_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +111,23 @@ def _check_finite(scores: torch.Tensor) -> None:
 
 
 class _Folds:
-    """The method's layer maps folded into token relevance, one fold per explained rank."""
+    """The method's layer maps folded into token relevance, one fold per explained rank.
 
-    def __init__(self, layout: TokenLayout, request: ExplainRequest, weights: torch.Tensor, buffer_mib: float):
+    The layout turns a layer's attention into its chain step(s): for a global-attention ViT one
+    ``(B, N, N)`` map per layer; for a windowed model (Swin) each block's folded window attention,
+    plus the patch mergings' maps, known before the pass (:mod:`hf_vit_rollout.window_layout`).
+    """
+
+    def __init__(self, layout, request: ExplainRequest, weights: torch.Tensor, buffer_mib: float, batch: int):
         self.spec, self.request, self.weights, self.layout = request.spec, request, weights, layout
+        if layout.hierarchical and self.spec.combine != "product":
+            raise ValueError(
+                f"method {self.spec.name!r} combines layers by {self.spec.combine!r}, which needs one token set "
+                "in every layer; this windowed model changes its tokens between stages, so use a method that "
+                "multiplies per-layer maps (rollout, grad_rollout or gae)"
+            )
         self.buffer_bytes = buffer_mib * 2**20
+        self.batch = batch
         self.folds: list = []
         self.first_attention: list[torch.Tensor] = []
         self.new_fold()
@@ -123,27 +135,26 @@ class _Folds:
     def new_fold(self) -> None:
         if self.spec.combine == "product":
             direction = "backward" if self.spec.needs_gradient else "forward"
-            self.folds.append(ChainFold(self.weights, direction, buffer_bytes=self.buffer_bytes))
+            fold = ChainFold(self.weights, direction, buffer_bytes=self.buffer_bytes)
+            for step, fixed in self.layout.fixed_maps(self.batch, device=self.weights.device).items():
+                fold.add(step, fixed)
+            self.folds.append(fold)
         else:
             self.folds.append({})
 
     def store(self, layer: int, attention: torch.Tensor, grad: torch.Tensor | None) -> None:
         request = self.request
-        layer_map = self.spec.layer_map(attention, grad, request.head_fusion, request.ratio, self.layout.cls_index)
+        layer_map = self.layout.layer_map(self.spec.layer_map, layer, attention, grad, (request.head_fusion, request.ratio))
         fold = self.folds[-1]
         if isinstance(fold, dict):
             fold[layer] = layer_map
         else:
-            fold.add(layer, layer_map)
+            fold.add(self.layout.step(layer), layer_map)
 
     def on_attention(self, layer: int, attention: torch.Tensor) -> None:
-        if attention.shape[-1] != self.layout.num_tokens:
-            layout = self.layout
-            raise CaptureError(
-                f"layer {layer} attends over {attention.shape[-1]} tokens, but the config describes "
-                f"{layout.num_prefix_tokens} prefix tokens + {layout.grid_size[0]}×{layout.grid_size[1]} patches "
-                f"= {layout.num_tokens}; the model's token layout is not supported"
-            )
+        problem = self.layout.attention_mismatch(layer, attention)
+        if problem is not None:
+            raise CaptureError(problem)
         frozen = attention.detach()
         if not self.spec.needs_gradient:
             self.store(layer, frozen, None)
@@ -157,16 +168,18 @@ class _Folds:
     def relevance(self, fold, num_layers: int, progress: bool) -> torch.Tensor:
         if isinstance(fold, dict):
             return flow_from_layers([fold[i] for i in range(num_layers)], self.weights, progress=progress)
-        return fold.relevance(num_layers)
+        return fold.relevance(self.layout.num_steps(num_layers))
 
 
 def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs: dict | None = None) -> list[ImagePass]:
     """One forward pass for ``batch`` under capture, plus one backward pass per explained rank."""
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
     layout = explainer.layout(tuple(pixel_values.shape[-2:]))
-    folds = _Folds(layout, request, layout.output_weights(device=pixel_values.device), explainer.rollout_buffer_mib)
+    weights = layout.output_weights(device=pixel_values.device)
+    folds = _Folds(layout, request, weights, explainer.rollout_buffer_mib, len(batch))
     needs_gradient = request.spec.needs_gradient
-    with AttentionCapture(explainer.model, folds.on_attention, explainer.vision_root, explainer.attention_modules) as capture:
+    capture = AttentionCapture(explainer.model, folds.on_attention, explainer.vision_root, explainer.attention_modules)
+    with kept_window_geometry(explainer.window_blocks), capture:
         with torch.enable_grad() if needs_gradient else torch.no_grad():
             if needs_gradient:
                 pixel_values = pixel_values.detach().requires_grad_(True)
@@ -178,7 +191,7 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
                         _check_finite(scores)
                         if rank:
                             folds.new_fold()
-                        folds.folds[-1].start_backward(capture.num_layers)
+                        folds.folds[-1].start_backward(layout.num_steps(capture.num_layers))
                         torch.autograd.grad(scores.sum(), folds.first_attention, retain_graph=rank < len(objectives) - 1)
                     objectives = [(None, explained) for _, explained in objectives]
             finally:  # the graph's hooks refer to the folds: break the cycle through the C++ graph
