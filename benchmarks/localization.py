@@ -17,6 +17,9 @@ On held-out synthetic images (``hf_vit_rollout.demo.data``, seeds the training n
   the model.
 
     python benchmarks/localization.py --images 500
+    python benchmarks/localization.py --images 500 --model demo-swin     # the shipped Swin
+
+Attention flow needs one token set in every layer, so its rows are left out for windowed models.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def cell(summary: dict, metric: str, percent: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--model", default="demo", help="'demo' (ViT) or 'demo-swin' (both trained on these data)")
     parser.add_argument("--curve-pairs", type=int, default=300, help="pairs scored by deletion/insertion (and ROAD)")
     parser.add_argument("--sanity-pairs", type=int, default=200, help="pairs used for the randomisation check")
     parser.add_argument("--road", action="store_true", help="add ROAD MoRF/LeRF columns (noisy linear imputation; slower)")
@@ -79,22 +83,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
-    explainer = RolloutExplainer.from_pretrained("demo")
+    explainer = RolloutExplainer.from_pretrained(args.model)
+    hierarchical = explainer.layout((64, 64)).hierarchical
+    configs = [c for c in CONFIGS if not (hierarchical and c.method == "flow")]
     samples = [make_sample(BENCHMARK_SEED + i) for i in range(args.images)]
     pairs = sum(len(s.labels) for s in samples)
     two = sum(len(s.labels) == 2 for s in samples)
     curve_pairs, sanity_pairs = min(args.curve_pairs, pairs), min(args.sanity_pairs, pairs)
-    print(f"{args.images} held-out images ({two} with two objects), {pairs} (image, object) pairs; "
+    print(f"model {args.model}: {args.images} held-out images ({two} with two objects), {pairs} (image, object) pairs; "
           f"deletion/insertion{'/ROAD' if args.road else ''} on {curve_pairs} pairs, sanity on {sanity_pairs}\n")
 
-    def run(count, metrics, methods=CONFIGS):
+    def run(count, metrics, methods=configs):
         images, targets, masks = first_pairs(samples, count)
         return evaluate(explainer, images, targets, masks, methods=methods, metrics=metrics,
                         batch_size=args.batch_size, progress=False).summary()
 
     located = run(pairs, ["pointing_game", "energy", "class_sensitivity"])
     curves = run(curve_pairs, ["deletion", "insertion"] + (["road_morf", "road_lerf"] if args.road else []))
-    sanity = run(sanity_pairs, ["randomisation"], CONFIGS[1:])
+    sanity = run(sanity_pairs, ["randomisation"], configs[1:])
 
     columns = [("pointing_game", "pointing game", True), ("energy", "energy in mask", True),
                ("class_sensitivity", "class sensitivity", True), ("deletion", "deletion AUC ↓", False),
@@ -105,7 +111,7 @@ def main() -> None:
     header = "| method | fusion | discard | " + " | ".join(title for _, title, _ in columns) + " |"
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
-    for config in CONFIGS:
+    for config in configs:
         scores = {**located[config.name], **curves[config.name], **sanity.get(config.name, {})}
         settings = ("", "") if config.method == "random" else (config.head_fusion, f"{config.discard_ratio:g}")
         row = [cell(scores, key, percent) for key, _, percent in columns]
