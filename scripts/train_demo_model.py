@@ -84,22 +84,23 @@ def evaluate(model, processor, num_images: int, batch_size: int = 250) -> dict[s
     return {"label_accuracy": correct_labels / (total * len(CLASSES)), "exact_match": exact / total, "images": total}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+def make_parser(description: str, steps: int, batch_size: int, lr: float, eval_every: int, out: Path) -> argparse.ArgumentParser:
+    """The command line of both demo-model scripts, with each model's defaults."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-every", type=int, default=1000, help="log held-out accuracy on 500 images this often")
-    parser.add_argument("--out", type=Path, default=demo_model_path())
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
+    parser.add_argument("--eval-every", type=int, default=eval_every, help="log held-out accuracy on 500 images this often")
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
 
-    model = build_model(args.seed)
-    processor = build_processor()
+
+def train(model, processor, args, log_every: int = 250) -> float:
+    """The demo recipe: fresh images every step, soft-target cross-entropy, AdamW with warm-up and
+    cosine decay, gradient clipping. Returns the training time in seconds."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     warmup = max(args.steps // 20, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -120,31 +121,40 @@ def main(argv=None) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        if step % 250 == 0 or step == args.steps - 1:
+        if step % log_every == 0 or step == args.steps - 1:
             log.info("step %d/%d loss %.4f (%.0f s)", step, args.steps, loss.item(), time.time() - started)
         if args.eval_every and step and step % args.eval_every == 0:
             interim = evaluate(model, processor, 500)
             log.info("step %d held-out: label accuracy %.4f, exact match %.4f", step, interim["label_accuracy"], interim["exact_match"])
+    return time.time() - started
+
+
+def evaluate_and_save(model, processor, args, seconds: float, script: str) -> None:
+    """Held-out accuracy, then the checkpoint and its TRAINING.md in ``args.out``."""
     metrics = evaluate(model, processor, args.eval_images)
     log.info(
         "held-out (%d unseen images): label accuracy %.4f, exact match %.4f; trained %d steps in %.0f s",
-        metrics["images"],
-        metrics["label_accuracy"],
-        metrics["exact_match"],
-        args.steps,
-        time.time() - started,
+        metrics["images"], metrics["label_accuracy"], metrics["exact_match"], args.steps, seconds,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     (args.out / "TRAINING.md").write_text(
-        f"Trained by scripts/train_demo_model.py --steps {args.steps} --batch-size {args.batch_size} "
+        f"Trained by {script} --steps {args.steps} --batch-size {args.batch_size} "
         f"--lr {args.lr} --seed {args.seed}\n\n"
         f"Held-out ({metrics['images']} images, seeds from {HELD_OUT_SEED}): "
         f"label accuracy {metrics['label_accuracy']:.4f}, exact match {metrics['exact_match']:.4f}.\n"
-        f"Training time: {time.time() - started:.0f} s on {args.threads} CPU threads.\n"
+        f"Training time: {seconds:.0f} s on {args.threads} CPU threads.\n"
     )
     log.info("wrote %s", args.out)
+
+
+def main(argv=None) -> None:
+    args = make_parser(__doc__, 3000, 64, 1e-3, 1000, demo_model_path()).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    model, processor = build_model(args.seed), build_processor()
+    evaluate_and_save(model, processor, args, train(model, processor, args), "scripts/train_demo_model.py")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,25 @@ def _common(**extra):
     return base
 
 
+def _tiny_tokenizer(folder):
+    """A character-level CLIP BPE tokenizer (no merges), written next to the model."""
+    import string
+
+    import transformers as T
+
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    letters = list(string.ascii_lowercase)
+    vocab = {token: i for i, token in enumerate(specials + letters + [c + "</w>" for c in letters])}
+    T.CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
+    return len(vocab)
+
+
+TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "max_position_embeddings": 32, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
+VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+          "image_size": 32, "patch_size": 8}
+
+
 def build_checkpoint(kind: str, directory) -> str:
     """Write a random checkpoint of ``kind`` (with its image-processor config) to ``directory``."""
     import transformers as T
@@ -69,6 +88,15 @@ def build_checkpoint(kind: str, directory) -> str:
             T.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 1], window_size=4)
         )
         processor = T.ViTImageProcessorPil(size={"height": 32, "width": 32})
+    elif kind in ("clip", "siglip"):  # image-text models with a tiny character-level tokenizer
+        vocab_size = _tiny_tokenizer(directory)
+        if kind == "clip":
+            config = T.CLIPConfig(text_config={**TEXT, "vocab_size": vocab_size}, vision_config=VISION, projection_dim=16)
+            model = T.CLIPModel(config)
+            processor = T.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        else:
+            model = T.SiglipModel(T.SiglipConfig(text_config={**TEXT, "vocab_size": vocab_size}, vision_config=VISION))
+            processor = T.SiglipImageProcessorPil(size={"height": 32, "width": 32})
     else:
         raise ValueError(kind)
     model.save_pretrained(directory)

@@ -43,7 +43,7 @@ def running_app():
     from hf_vit_rollout.app import build_app
 
     port = _free_port()
-    app = build_app("demo")
+    app = build_app(("demo",))
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False)
     try:
         yield f"http://127.0.0.1:{port}/"
@@ -94,7 +94,16 @@ def test_explain_function_errors_are_user_facing():
         pytest.skip(_missing())
     import gradio as gr
 
-    from hf_vit_rollout.app import explain
+    from hf_vit_rollout.app import ModelChoice, explain
 
+    choice = ModelChoice(("demo",))
+    settings = {"method": "rollout", "head_fusion": "mean", "discard_ratio": 0.9, "target": "predicted class"}
     with pytest.raises(gr.Error, match="Upload an image"):
-        explain(None, "demo", "rollout", "mean", 0.9, "predicted class")
+        explain(choice, None, "demo", settings)
+    picture = __import__("numpy").zeros((64, 64, 3), "uint8")
+    with pytest.raises(gr.Error, match="not offered here"):
+        explain(choice, picture, "/etc", settings)
+    with pytest.raises(gr.Error, match="not offered here"):
+        explain(choice, picture, "facebook/deit-tiny-patch16-224", settings)
+    with pytest.raises(gr.Error, match="discard_ratio"):
+        explain(choice, picture, "demo", {**settings, "discard_ratio": 1.5})

@@ -66,7 +66,7 @@ def test_errors_are_one_clear_line(checkpoint, image_files, tmp_path, capsys, ar
 
 
 def test_unsupported_model_error(checkpoint, image_files, tmp_path, capsys):
-    assert main([image_files[0], "--model", checkpoint("swin"), "--out", str(tmp_path)]) == 2
+    assert main([image_files[0], "--model", checkpoint("resnet"), "--out", str(tmp_path)]) == 2
     assert "not supported" in capsys.readouterr().err
 
 

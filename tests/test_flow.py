@@ -1,4 +1,5 @@
-"""Attention Flow is exact: compared with a plain networkx max-flow on float capacities."""
+"""Attention Flow is exact: compared with a plain networkx max-flow on float capacities, and with
+scipy's Dinic on the same integer capacities (where the values must be identical)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from hf_vit_rollout.methods import attention_flow, flow_error_bound, rollout_layer
-from hf_vit_rollout.methods.flow import layered_graph
+from hf_vit_rollout.methods import METHODS, SCIPY_FLOW_SCALE, attention_flow, flow_error_bound, rollout_layer
+from hf_vit_rollout.methods import flow as flow_module
+from hf_vit_rollout.methods.flow import (
+    integer_capacities,
+    integer_max_flows,
+    layered_graph,
+    max_flows_to_sink,
+    source_order,
+)
 from hf_vit_rollout.testing import clustered_attention
 
 
@@ -34,6 +42,14 @@ def reference_flow(attentions, head_fusion="mean", discard_ratio=0.0, output_wei
     return out, sum(len(a[b].nonzero()[0]) for a in layers) + n
 
 
+def scipy_integer_flows(layers, output_weights, sources):
+    """scipy's Dinic from scratch for each source, on the int32 graph scaled by ``SCIPY_FLOW_SCALE``."""
+    from scipy.sparse.csgraph import maximum_flow
+
+    graph, sink = layered_graph(layers, output_weights)
+    return np.array([maximum_flow(graph, int(j), sink, method="dinic").flow_value for j in sources])
+
+
 CASES = [
     # (layers, tokens, heads, fusion, discard_ratio, strength, sharpness)
     (1, 5, 2, "mean", 0.0, 6.0, 1.5),
@@ -45,14 +61,55 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("solver", ["push_relabel", "dinic"])
 @pytest.mark.parametrize("layers,tokens,heads,fusion,ratio,strength,sharpness", CASES)
-def test_flow_equals_networkx_reference(layers, tokens, heads, fusion, ratio, strength, sharpness):
+def test_flow_equals_networkx_reference(layers, tokens, heads, fusion, ratio, strength, sharpness, solver):
     attentions = clustered_attention(2, heads, tokens, layers, groups=3, strength=strength, sharpness=sharpness, seed=layers)
-    ours = attention_flow(attentions, head_fusion=fusion, discard_ratio=ratio).double().numpy()
+    ours = attention_flow(attentions, head_fusion=fusion, discard_ratio=ratio, solver=solver).double().numpy()
     expected, num_edges = reference_flow(attentions, fusion, ratio)
-    # integer scaling makes ours a lower bound, short by at most num_edges / FLOW_SCALE; float32 output
-    tolerance = 1e-6 * np.abs(expected) + flow_error_bound(num_edges) + 1e-7
+    # integer scaling makes ours a lower bound, short by at most the bound; float32 output
+    scale = SCIPY_FLOW_SCALE if solver == "dinic" else flow_module.FLOW_SCALE
+    tolerance = 1e-6 * np.abs(expected) + flow_error_bound(num_edges, scale) + 1e-7
     assert np.all(np.abs(ours - expected) <= tolerance), np.abs(ours - expected).max()
+
+
+def test_fast_path_equals_scipy_dinic_at_vit_scale():
+    """12 layers × 197 tokens, clustered: the warm-started kernel (all 197 sources, two threads, and
+    one thread in another order) gives exactly scipy's integer max-flow on the same capacities."""
+    attentions = clustered_attention(1, 3, 197, 12, groups=8, strength=8.0, sharpness=2.0, seed=0)
+    layers = [rollout_layer(a)[0].double().numpy() for a in attentions]
+    weights = np.eye(197)[0]
+    capacity, top = integer_capacities(layers, weights, SCIPY_FLOW_SCALE)
+    order = source_order(layers)
+    ours = integer_max_flows(capacity, top, order, workers=2)
+    again = integer_max_flows(capacity, top, np.roll(order, 100), workers=1)
+    np.testing.assert_array_equal(ours, again)
+    checked = np.arange(0, 197, 20)  # scipy takes 30-100 ms a source here
+    np.testing.assert_array_equal(ours[checked], scipy_integer_flows(layers, weights, checked))
+    # and the values are not the trivial bound min(1, first-layer column sum) everywhere
+    trivial = np.minimum(layers[0].sum(0), 1.0)
+    assert np.abs(ours / SCIPY_FLOW_SCALE - trivial).max() > 0.3
+
+
+def test_fast_path_equals_scipy_dinic_on_the_demo_models_attention():
+    from PIL import Image
+
+    from hf_vit_rollout import RolloutExplainer
+    from hf_vit_rollout.capture import AttentionCapture
+    from hf_vit_rollout.demo import example_images
+
+    explainer = RolloutExplainer.from_pretrained("demo")
+    image = Image.open(example_images()[0]).convert("RGB")
+    pixels = explainer.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    maps = []
+    with AttentionCapture(explainer.model, lambda layer, a: maps.append(a.detach())), torch.no_grad():
+        explainer.model(pixel_values=pixels)
+    layers = [rollout_layer(a)[0].double().numpy() for a in maps]
+    n = layers[0].shape[0]
+    weights = np.eye(n)[0]
+    capacity, top = integer_capacities(layers, weights, SCIPY_FLOW_SCALE)
+    ours = integer_max_flows(capacity, top, source_order(layers), workers=2)
+    np.testing.assert_array_equal(ours, scipy_integer_flows(layers, weights, range(n)))
 
 
 def test_flow_is_not_the_trivial_bound_on_clustered_graphs():
@@ -86,6 +143,73 @@ def test_flow_values_are_bounded_and_discard_prunes_edges():
     sparse = [rollout_layer(a, discard_ratio=0.8)[0].numpy() for a in attentions]
     weights = np.eye(12)[0]
     assert layered_graph(sparse, weights)[0].nnz < layered_graph(dense, weights)[0].nnz / 2
+
+
+def test_flow_method_defaults_to_the_papers_definition():
+    assert METHODS["flow"].default_discard_ratio == 0.0
+
+
+def test_progress_counts_every_source_once_including_skipped_ones():
+    attentions = clustered_attention(1, 2, 10, 3, seed=2)
+    layers = [rollout_layer(a)[0].double().numpy() for a in attentions]
+    layers[0][:, 4] = 0.0  # token 4 has no outgoing capacity: flow 0, skipped
+    calls = []
+    flows = max_flows_to_sink(layers, np.eye(10)[0], calls.append)
+    assert sum(calls) == 10 and flows[4] == 0.0 and (flows[np.arange(10) != 4] > 0).all()
+
+
+def test_progress_bar_over_sources(capsys):
+    attentions = clustered_attention(2, 2, 7, 2, seed=4)
+    attention_flow(attentions, progress=True)
+    assert "14/14" in capsys.readouterr().err
+
+
+def test_without_numba_the_scipy_solver_is_used(monkeypatch):
+    attentions = clustered_attention(1, 2, 9, 3, seed=9)
+    fast = attention_flow(attentions)
+    monkeypatch.setattr(flow_module, "_KERNEL", None)
+    torch.testing.assert_close(attention_flow(attentions), fast, atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError, match="needs numba"):
+        integer_max_flows(np.zeros((1, 2, 2), dtype=np.int64), np.zeros(2, dtype=np.int64), [0])
+
+
+def test_kernel_compiles_without_cache_when_no_cache_directory_is_usable(monkeypatch):
+    from hf_vit_rollout.methods import _flow_kernel
+
+    def njit(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x.py'")
+        return lambda func: ("compiled", options, func)
+
+    monkeypatch.setattr(_flow_kernel, "njit", njit)
+    compiled = _flow_kernel._compiled(len)
+    assert compiled == ("compiled", {"nogil": True}, len)
+
+
+def test_source_order_is_a_permutation():
+    layers = [rollout_layer(a)[0].double().numpy() for a in clustered_attention(1, 2, 15, 4, seed=1)]
+    order = source_order(layers)
+    assert order[0] == 0 and sorted(order.tolist()) == list(range(15))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"solver": "edmonds"}, "unknown solver 'edmonds'"), ({"workers": 0}, "workers must be a positive integer")],
+)
+def test_bad_solver_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        attention_flow(clustered_attention(1, 2, 5, 2), **kwargs)
+
+
+def test_mismatched_layer_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"every layer must be an \(N, N\) map"):
+        max_flows_to_sink([np.eye(4), np.eye(5)], np.eye(4)[0])
+
+
+def test_nan_attention_is_refused():
+    layers = [np.full((3, 3), 1 / 3), np.full((3, 3), np.nan)]
+    with pytest.raises(ValueError, match="layer 1's attention map has NaN"):
+        max_flows_to_sink(layers, np.eye(3)[0])
 
 
 def test_flow_needs_layers():

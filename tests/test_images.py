@@ -21,7 +21,9 @@ def rgb(h=20, w=30, seed=0):
 def test_every_pil_mode_becomes_rgb(mode):
     base = Image.fromarray(rgb())
     if mode in ("I", "F", "I;16"):
-        img = Image.fromarray(np.asarray(base.convert("L")).astype({"I": np.int32, "F": np.float32, "I;16": np.uint16}[mode]) * 3)
+        # values within the documented rule: 32-bit integers in 0-255, floats in [0, 1], 16-bit any
+        grey = np.asarray(base.convert("L"))
+        img = Image.fromarray({"I": grey.astype(np.int32), "F": grey.astype(np.float32) / 255, "I;16": grey.astype(np.uint16) * 3}[mode])
         if mode == "I;16":
             img = img.convert("I;16") if img.mode != "I;16" else img
     elif mode == "PA":
@@ -62,7 +64,7 @@ def test_files_of_several_formats(tmp_path):
     Image.fromarray((rgb()[..., 0].astype(np.uint16) * 200)).save(path16)
     assert load_image(path16).mode == "RGB"
     pathf = tmp_path / "xf.tiff"
-    Image.fromarray(rgb()[..., 0].astype(np.float32) / 7).save(pathf)
+    Image.fromarray(rgb()[..., 0].astype(np.float32) / 255).save(pathf)
     assert load_image(pathf).mode == "RGB"
 
 

@@ -11,6 +11,7 @@ import transformers as T
 
 import hf_vit_rollout
 from hf_vit_rollout import AttentionCapture
+from hf_vit_rollout.capture import ATTENTION_NAME
 from hf_vit_rollout.lrp import (
     ATTNLRP,
     CHEFER2021,
@@ -149,7 +150,7 @@ def test_model_is_restored_also_on_error(demo):
     model.train()
     with pytest.raises(RuntimeError, match="boom"):
         with RelevanceContext(model, CHEFER2021):
-            assert model.config._attn_implementation == "hf_vit_rollout_lrp"
+            assert model.config._attn_implementation == ATTENTION_NAME  # the capture's dispatcher
             assert not model.training
             model(pixel_values=pixels[:1])
             raise RuntimeError("boom")

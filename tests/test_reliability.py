@@ -53,7 +53,7 @@ def test_thousand_explanations_per_method_keep_memory_flat(explainer):
 
 
 def test_two_threads_sharing_one_explainer_get_correct_maps(explainer):
-    """Calls on one model are serialised by a per-model lock: both threads get exactly their own maps."""
+    """Two threads explain with one model at once: each capture records only its own thread, so both get exactly their own maps."""
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(6)]
     expected = {

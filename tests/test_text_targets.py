@@ -2,51 +2,21 @@
 
 from __future__ import annotations
 
-import string
-
 import numpy as np
 import pytest
 import torch
-import transformers as T
 
 from hf_vit_rollout import RolloutExplainer, TargetError
 
 
-def _tiny_tokenizer(folder):
-    """A character-level CLIP BPE tokenizer (no merges), written next to the model."""
-    specials = ["<|startoftext|>", "<|endoftext|>"]
-    letters = list(string.ascii_lowercase)
-    vocab = {token: i for i, token in enumerate(specials + letters + [c + "</w>" for c in letters])}
-    T.CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
-    return len(vocab)
-
-
-TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "max_position_embeddings": 32, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
-VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
-          "image_size": 32, "patch_size": 8}
+@pytest.fixture(scope="module")
+def clip_checkpoint(checkpoint):
+    return checkpoint("clip")
 
 
 @pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clip")
-    vocab_size = _tiny_tokenizer(folder)
-    torch.manual_seed(0)
-    config = T.CLIPConfig(text_config={**TEXT, "vocab_size": vocab_size}, vision_config=VISION, projection_dim=16)
-    T.CLIPModel(config).save_pretrained(folder)
-    T.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def siglip_checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("siglip")
-    vocab_size = _tiny_tokenizer(folder)
-    torch.manual_seed(0)
-    config = T.SiglipConfig(text_config={**TEXT, "vocab_size": vocab_size}, vision_config=VISION)
-    T.SiglipModel(config).save_pretrained(folder)
-    T.SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return str(folder)
+def siglip_checkpoint(checkpoint):
+    return checkpoint("siglip")
 
 
 @pytest.fixture(scope="module")

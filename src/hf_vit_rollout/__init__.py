@@ -15,8 +15,10 @@ import logging
 
 from .capture import AttentionCapture, CaptureError
 from .errors import InputError, TargetError, UnsupportedModelError
-from .explainer import DEMO_MODEL, RolloutExplainer, demo_model_path
+from .evaluation import EvaluationReport, evaluate
+from .explainer import RolloutExplainer
 from .explanation import Explanation
+from .loading import DEMO_MODEL, demo_model_path
 from .methods import (
     METHODS,
     attention_flow,
@@ -26,6 +28,8 @@ from .methods import (
     gae,
     gradient_rollout,
 )
+from .placement import HEATMAP_MAX_PIXELS, Placement
+from .request import ExplainRequest
 from .tokens import TokenLayout
 
 __version__ = "0.1.0"
@@ -48,9 +52,13 @@ _register_pipeline()
 __all__ = [
     "DEMO_MODEL",
     "METHODS",
+    "Placement",
     "AttentionCapture",
     "CaptureError",
+    "EvaluationReport",
+    "ExplainRequest",
     "Explanation",
+    "HEATMAP_MAX_PIXELS",
     "InputError",
     "RolloutExplainer",
     "TargetError",
@@ -60,6 +68,7 @@ __all__ = [
     "attention_rollout",
     "demo_model_path",
     "discard_lowest",
+    "evaluate",
     "fuse_heads",
     "gae",
     "gradient_rollout",

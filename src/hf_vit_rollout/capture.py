@@ -1,23 +1,48 @@
-"""The one place that touches the model: attention capture as a context manager.
+"""The one place that touches the model: attention capture as a context manager, per thread.
 
-:class:`AttentionCapture` switches the model to eager attention (fused SDPA/flash kernels return no
-attention maps), puts it in eval mode, and registers a forward hook on every self-attention module
-that hands each layer's ``(B, H, N, N)`` attention probabilities to a callback, numbered by the
-order in which the layers ran. On exit — normal or by exception — it removes its hooks and restores
-the attention implementation of every config and the ``training`` flag of every module. It never
-changes parameters, ``requires_grad`` flags or ``.grad``: gradients with respect to attention are
-taken by the caller with ``torch.autograd.grad``, which does not accumulate into parameters.
+A capture records only the forward passes that its own thread runs. Other threads that use the same
+model at the same time — the explainer's ``predict``, another app request, a user's own
+``model(...)`` calls — get their usual outputs and never reach the capture's callback.
+
+How, for models whose attention modules dispatch through ``transformers``' ``AttentionInterface``
+(every supported family except data2vec-vision):
+
+* The vision tower's configs are pointed at one attention function registered by this package,
+  :data:`ATTENTION_NAME`. In a thread with an active capture it runs the module's own eager attention
+  (the code ``attn_implementation="eager"`` runs) and hands the ``(B, H, N, N)`` probabilities to the
+  capture; in every other thread it calls the implementation the config had before (SDPA, eager,
+  flash, ...), so their outputs are exactly what they were and nothing is recorded.
+* That switch is reference-counted per model: the first capture to enter makes it, the last to
+  exit restores the saved implementations. Concurrent captures share it.
+
+Modules that choose their attention kernel when they are built (data2vec-vision) fall back to a
+forward hook that acts only for the capturing thread, with the model's configs set to ``"eager"``
+for as long as a capture is active; other threads then also run eager attention (same outputs,
+slower) during that window.
+
+Eval mode: a model with modules in training mode is put in eval mode for as long as any capture is
+active (reference-counted likewise) and restored afterwards; other threads see eval mode in that
+window. A model already in eval mode (``from_pretrained`` returns one) is never changed.
+
+Nothing else is changed: no parameter, ``requires_grad`` flag or ``.grad``. Gradients with respect
+to attention are taken by the caller with ``torch.autograd.grad``.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+import weakref
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+#: Name of the attention function this package registers with ``transformers.AttentionInterface``.
+ATTENTION_NAME = "hf_vit_rollout_capture"
 
 
 class CaptureError(RuntimeError):
@@ -86,14 +111,123 @@ def _all_configs(modules: list[nn.Module]) -> list:
     return list(seen.values())
 
 
+def _eager_function(module: nn.Module) -> Callable | None:
+    """The module's own eager attention function, if its modelling file dispatches through the interface."""
+    source = sys.modules.get(type(module).__module__)
+    if source is None or not hasattr(source, "ALL_ATTENTION_FUNCTIONS"):
+        return None
+    return getattr(source, "eager_attention_forward", None)
+
+
+# ---------------------------------------------------------------------------------------- per thread
+_local = threading.local()
+
+
+def _active_recorders() -> list:
+    return getattr(_local, "recorders", None) or []
+
+
+def set_attention_function(function: Callable | None) -> Callable | None:
+    """Make ``function`` compute this thread's recorded attention instead of the module's eager code.
+
+    For relevance propagation (:mod:`hf_vit_rollout.lrp`), whose attention function attaches LRP
+    rules; ``None`` restores the module's own eager attention. Thread-local. Returns the previous one.
+    """
+    previous = getattr(_local, "attention_function", None)
+    _local.attention_function = function
+    return previous
+
+
+def _dispatch_attention(module, query, key, value, attention_mask, **kwargs):
+    """The registered attention function: eager and recorded for a capturing thread, else the original."""
+    for recorder in reversed(_active_recorders()):
+        if id(module) in recorder.module_ids:
+            function = getattr(_local, "attention_function", None) or _eager_function(module)
+            outputs, weights = function(module, query, key, value, attention_mask, **kwargs)
+            recorder.record(module, weights)
+            return outputs, weights
+    original = _SWITCHES.original_implementation(module.config)
+    if original in (None, "eager"):
+        return _eager_function(module)(module, query, key, value, attention_mask, **kwargs)
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    return ALL_ATTENTION_FUNCTIONS[original](module, query, key, value, attention_mask, **kwargs)
+
+
+def _register_attention_function() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, _dispatch_attention)
+
+
+# ---------------------------------------------------------------------------------------- per model
+class _ModelSwitch:
+    """Reference-counted model state of one model: attention implementation and eval mode."""
+
+    def __init__(self):
+        self.count = 0
+        self.saved_impl: list[tuple[object, object]] = []
+        self.saved_training: list[tuple[nn.Module, bool]] = []
+
+
+class _Switches:
+    """The model-level switches of every model under capture, reference-counted."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._original: dict[int, object] = {}  # id(config) -> implementation before the switch
+
+    def original_implementation(self, config):
+        return self._original.get(id(config), getattr(config, "_attn_implementation_internal", None))
+
+    def acquire(self, model: nn.Module, configs: list, implementation: str) -> None:
+        with self._lock:
+            state = self._models.get(model)
+            if state is None:
+                state = self._models[model] = _ModelSwitch()
+            if state.count == 0:
+                state.saved_impl = [(c, c._attn_implementation_internal) for c in configs]
+                state.saved_training = [(m, m.training) for m in model.modules() if m.training]
+                try:
+                    for config, impl in state.saved_impl:
+                        self._original[id(config)] = impl
+                        config._attn_implementation_internal = implementation
+                    for module, _ in state.saved_training:
+                        module.training = False
+                except BaseException:
+                    self._restore(state)
+                    raise
+            state.count += 1
+
+    def release(self, model: nn.Module) -> None:
+        with self._lock:
+            state = self._models[model]
+            state.count -= 1
+            if state.count == 0:
+                self._restore(state)
+
+    def _restore(self, state: _ModelSwitch) -> None:
+        for config, impl in state.saved_impl:
+            config._attn_implementation_internal = impl
+            self._original.pop(id(config), None)
+        for module, training in state.saved_training:
+            module.training = training
+        state.saved_impl, state.saved_training = [], []
+
+
+_SWITCHES = _Switches()
+
+
 class AttentionCapture:
-    """Context manager that streams every layer's attention map to ``on_attention(layer, attn)``.
+    """Context manager that streams this thread's attention maps to ``on_attention(layer, attn)``.
 
     Args:
         model: a ``transformers`` vision model (all its configs and modules are restored on exit).
-        on_attention: called once per self-attention layer per forward pass, with the layer's
-            forward index (0 = first layer) and its ``(B, H, N, N)`` attention probabilities (still
-            attached to the autograd graph when gradients are enabled).
+        on_attention: called once per self-attention layer per forward pass run *by the thread that
+            entered the capture*, with the layer's forward index (0 = first layer) and its
+            ``(B, H, N, N)`` attention probabilities (attached to the autograd graph when gradients
+            are enabled).
         modules_root: capture only attention modules inside this submodule (e.g. the vision tower
             of a CLIP model, whose text tower has attention modules too); default the whole model.
         attention_modules: the result of :func:`find_attention_modules` for ``modules_root``, if
@@ -115,8 +249,6 @@ class AttentionCapture:
         self.on_attention = on_attention
         self.num_layers = 0
         self._handles: list = []
-        self._saved_impl: list[tuple[object, object]] = []
-        self._saved_training: list[tuple[nn.Module, bool]] = []
         if attention_modules is None:
             attention_modules = find_attention_modules(model if modules_root is None else modules_root)
         self._modules = attention_modules
@@ -125,54 +257,56 @@ class AttentionCapture:
                 f"{type(model).__name__} has no global self-attention modules that expose attention "
                 "maps; attention rollout needs a ViT-family transformer"
             )
+        self.module_ids = {id(m) for _, m, _ in self._modules}
+        self._names = {id(m): name for name, m, _ in self._modules}
+        self._dispatched = all(_eager_function(m) is not None for _, m, _ in self._modules)
+        self._thread = None
 
-    def _hook(self, name: str, index: int):
+    def record(self, module: nn.Module, weights) -> None:
+        """One layer's attention, from the dispatcher or the fallback hook (capturing thread only)."""
+        if not isinstance(weights, torch.Tensor) or weights.dim() != 4:
+            config = getattr(module, "config", None) or getattr(self.model, "config", None)
+            raise CaptureError(
+                f"attention module {self._names.get(id(module))!r} ({type(module).__name__}) returned no attention "
+                f"maps: its attention implementation ({getattr(config, '_attn_implementation', None)!r}) does not "
+                "expose them and could not be switched to 'eager'. Load the model with attn_implementation='eager'."
+            )
+        layer = self.num_layers
+        self.num_layers += 1
+        self.on_attention(layer, weights)
+
+    def _hook(self, index: int):
         def hook(module, args, output):
+            if threading.get_ident() != self._thread:
+                return
             weights = output[index] if isinstance(output, (tuple, list)) and len(output) > index else None
-            if not isinstance(weights, torch.Tensor) or weights.dim() != 4:
-                raise CaptureError(
-                    f"attention module {name!r} ({type(module).__name__}) returned no attention maps: "
-                    f"its attention implementation ({self._impl_of(module)!r}) does not expose them and "
-                    "could not be switched to 'eager'. Load the model with attn_implementation='eager'."
-                )
-            layer = self.num_layers
-            self.num_layers += 1
-            self.on_attention(layer, weights)
+            self.record(module, weights)
 
         return hook
 
-    def _impl_of(self, module: nn.Module):
-        config = getattr(module, "config", None) or getattr(self.model, "config", None)
-        return getattr(config, "_attn_implementation", None)
-
     def __enter__(self) -> AttentionCapture:
         self.num_layers = 0
-        modules = list(self.model.modules())
-        self._saved_impl = [(c, c._attn_implementation_internal) for c in _all_configs(modules)]
-        self._saved_training = [(m, m.training) for m in modules]
+        self._thread = threading.get_ident()
+        configs = _all_configs([m for _, m, _ in self._modules])
+        if self._dispatched:
+            _register_attention_function()
+        _SWITCHES.acquire(self.model, configs, ATTENTION_NAME if self._dispatched else "eager")
         try:
-            if any(impl != "eager" for _, impl in self._saved_impl):
-                setter = getattr(self.model, "set_attn_implementation", None)
-                if setter is not None:
-                    setter("eager")
-            if any(training for _, training in self._saved_training):
-                self.model.eval()
-            for name, module, index in self._modules:
-                self._handles.append(module.register_forward_hook(self._hook(name, index)))
+            if not self._dispatched:
+                for _, module, index in self._modules:
+                    self._handles.append(module.register_forward_hook(self._hook(index)))
+            _local.recorders = [*_active_recorders(), self]
         except BaseException:
-            self._restore()
+            self._exit()
             raise
         return self
 
-    def _restore(self) -> None:
+    def _exit(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for config, impl in self._saved_impl:
-            config._attn_implementation_internal = impl
-        for module, training in self._saved_training:
-            if module.training != training:
-                module.training = training
+        _local.recorders = [r for r in _active_recorders() if r is not self]
+        _SWITCHES.release(self.model)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._restore()
+        self._exit()

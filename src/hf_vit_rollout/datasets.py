@@ -21,12 +21,10 @@ from .explainer import RolloutExplainer
 class _ExplainBatch:
     """Picklable ``map`` function (``num_proc > 1`` ships it to worker processes)."""
 
-    def __init__(self, explainer, image_column, target_column, mask_column, method, head_fusion, discard_ratio):
+    def __init__(self, explainer, columns: tuple[str, str | None, str], settings: dict):
         self.explainer = explainer
-        self.image_column = image_column
-        self.target_column = target_column
-        self.mask_column = mask_column
-        self.settings = {"method": method, "head_fusion": head_fusion, "discard_ratio": discard_ratio}
+        self.image_column, self.target_column, self.mask_column = columns
+        self.settings = settings
 
     def __call__(self, batch):
         images = batch[self.image_column]
@@ -75,11 +73,12 @@ def explain_dataset(
     for column in (image_column, target_column):
         if column is not None and column not in dataset.column_names:
             raise ValueError(f"dataset has no column {column!r}; its columns are {dataset.column_names}")
-    spec, _, _ = explainer._settings(method, head_fusion, discard_ratio, None)
+    spec = explainer.request(method=method, head_fusion=head_fusion, discard_ratio=discard_ratio).spec
     if target_column is not None and not spec.needs_gradient:
         raise ValueError(f"method {spec.name!r} is class-agnostic; drop target_column or use 'grad_rollout' or 'gae'")
     mask_column = mask_column or f"{spec.name}_mask"
-    function = _ExplainBatch(explainer, image_column, target_column, mask_column, spec.name, head_fusion, discard_ratio)
+    settings = {"method": spec.name, "head_fusion": head_fusion, "discard_ratio": discard_ratio}
+    function = _ExplainBatch(explainer, (image_column, target_column, mask_column), settings)
     map_kwargs.setdefault("desc", f"explaining ({spec.name})")
     if not num_proc or num_proc <= 1:
         return dataset.map(function, batched=True, batch_size=batch_size, **map_kwargs)

@@ -1,135 +1,35 @@
 """The user-facing facade: load a checkpoint, explain images.
 
-``preprocess → capture (forward [+ backward]) → method → postprocess``. Inputs and settings are
-validated here, once, with messages that say what to do; everything below trusts its arguments.
+A call validates its settings once into an :class:`~hf_vit_rollout.request.ExplainRequest`, then
+runs the shared stages (:mod:`hf_vit_rollout.stages`): ``preprocess → forward → postprocess``.
+Calls may come from many threads at once: each capture records only its own thread's passes.
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
-import math
-import threading
-import weakref
-from collections.abc import Callable
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .capture import AttentionCapture, CaptureError, find_attention_modules
+from . import stages
+from .capture import find_attention_modules
 from .errors import TargetError, UnsupportedModelError
 from .explanation import Explanation
-from .images import load_images
-from .methods import METHODS, MethodSpec, check_head_fusion, flow_from_layers
-from .methods.chain import ChainFold
-from .tokens import TokenLayout
+from .images import image_sources
+from .labels import label_index
+from .loading import DEMO_MODEL, check_family, demo_model_path, load_model, load_processors
+from .request import ExplainRequest, check_count, check_device, check_megabytes
+from .tokens import TokenLayout, _pair, _vision_config, layout_from_config
+from .window_capture import FORWARD_KWARGS, block_windows, find_window_blocks, window_attention_modules
+from .window_layout import WindowedLayout
 
 logger = logging.getLogger(__name__)
 
-#: Name that :meth:`RolloutExplainer.from_pretrained` resolves to the checkpoint shipped in the package.
-DEMO_MODEL = "demo"
-
-_HUB_KWARGS = (
-    "cache_dir",
-    "force_download",
-    "local_files_only",
-    "proxies",
-    "revision",
-    "subfolder",
-    "token",
-    "trust_remote_code",
-)
-
-_model_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_model_locks_guard = threading.Lock()
-
-
-def demo_model_path() -> Path:
-    """Directory of the shipped demo checkpoint (a standard Hugging Face checkpoint folder)."""
-    return Path(__file__).resolve().parent / "demo" / "checkpoint"
-
-
-def _lock_for(model: torch.nn.Module) -> threading.RLock:
-    """One lock per model object: calls that share a model run one at a time (hooks are per model)."""
-    with _model_locks_guard:
-        lock = _model_locks.get(model)
-        if lock is None:
-            lock = _model_locks[model] = threading.RLock()
-        return lock
-
-
-def _check_method(method: str) -> MethodSpec:
-    if method not in METHODS:
-        close = difflib.get_close_matches(str(method), METHODS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown method {method!r}{hint}; choose one of {', '.join(METHODS)}")
-    return METHODS[method]
-
-
-def _check_discard_ratio(discard_ratio) -> float:
-    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)):
-        raise ValueError(f"discard_ratio must be a number in [0, 1), got {discard_ratio!r}")
-    if not math.isfinite(discard_ratio) or not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(
-            f"discard_ratio must lie in [0, 1) (the fraction of weakest attentions dropped per layer), got {discard_ratio}"
-        )
-    return float(discard_ratio)
-
-
-def _check_rollout_buffer_mib(rollout_buffer_mib) -> float:
-    if isinstance(rollout_buffer_mib, bool) or not isinstance(rollout_buffer_mib, (int, float)) or not rollout_buffer_mib >= 0:
-        raise ValueError(f"rollout_buffer_mib must be a number >= 0 (MiB), got {rollout_buffer_mib!r}")
-    return float(rollout_buffer_mib)
-
-
-def _similarity_to_first_text(outputs) -> torch.Tensor:
-    """``(B,)`` image-text similarity logits of every image with the (single) text."""
-    return outputs.logits_per_image[:, 0]
-
-
-def _input_box(processor, width: int, height: int) -> tuple[float, float, float, float]:
-    """``(left, top, right, bottom)`` of the original image that the processor fed to the model.
-
-    Handles the resize-then-centre-crop pipelines of the ViT-family processors; without a crop the
-    whole image is used.
-    """
-    if not getattr(processor, "do_center_crop", False) or getattr(processor, "crop_size", None) is None:
-        return 0.0, 0.0, float(width), float(height)
-    size = getattr(processor, "size", None)
-    res_w, res_h = float(width), float(height)
-    if getattr(processor, "do_resize", False) and size is not None:
-        shortest = getattr(size, "shortest_edge", None)
-        if getattr(size, "height", None) and getattr(size, "width", None):
-            res_h, res_w = float(size.height), float(size.width)
-        elif shortest:
-            short, long_ = (width, height) if width <= height else (height, width)
-            new_long = int(shortest * long_ / short)
-            res_w, res_h = (shortest, new_long) if width <= height else (new_long, shortest)
-    crop_h, crop_w = float(processor.crop_size.height), float(processor.crop_size.width)
-    top = max((res_h - crop_h) // 2, 0.0)
-    left = max((res_w - crop_w) // 2, 0.0)
-    sx, sy = width / res_w, height / res_h
-    return (
-        left * sx,
-        top * sy,
-        min(left + crop_w, res_w) * sx,
-        min(top + crop_h, res_h) * sy,
-    )
-
-
-def _upsample(mask: np.ndarray, image_size: tuple[int, int], box) -> np.ndarray:
-    """``(gh, gw)`` mask → ``(H, W)`` heat-map over ``box`` of an image of ``image_size = (W, H)``."""
-    width, height = image_size
-    left, top, right, bottom = (int(round(v)) for v in box)
-    heat = np.zeros((height, width), dtype=np.float32)
-    out_h, out_w = max(bottom - top, 1), max(right - left, 1)
-    up = torch.nn.functional.interpolate(
-        torch.from_numpy(mask)[None, None], size=(out_h, out_w), mode="bilinear", align_corners=False
-    )[0, 0].numpy()
-    heat[top : top + out_h, left : left + out_w] = up[: height - top, : width - left]
-    return np.clip(heat, 0.0, 1.0)
+__all__ = ["DEMO_MODEL", "RolloutExplainer", "demo_model_path"]
 
 
 class RolloutExplainer:
@@ -137,26 +37,25 @@ class RolloutExplainer:
 
     Args:
         model: a ``transformers`` vision transformer (``ViTForImageClassification``, ``DeiT...``,
-            ``Dinov2...``, a backbone such as ``ViTModel``, ...). It is never changed by a call:
-            the attention implementation, ``training`` flags and hooks are restored afterwards.
+            ``Dinov2...``, a backbone such as ``ViTModel``, a windowed one such as
+            ``SwinForImageClassification``, ...). It is never changed by a call: the attention
+            implementation, ``training`` flags and Swin blocks' windows are restored afterwards.
         image_processor: the model's image processor.
-        method: default method: ``"rollout"``, ``"grad_rollout"``, ``"gae"`` or ``"flow"``.
+        method: default method (see :data:`~hf_vit_rollout.METHODS`).
         head_fusion: ``"mean"``, ``"min"`` or ``"max"``.
         discard_ratio: fraction of the weakest attentions dropped per layer, in ``[0, 1)``; ``None``
-            uses the method's default (0.9 for rollout, grad_rollout and flow, as the original tool; 0 for GAE).
+            uses the method's default.
         device: move the model there (``"cpu"``, ``"cuda"``, ...); ``None`` keeps it where it is.
         interpolate_pos_encoding: pass ``interpolate_pos_encoding=True`` to the model so inputs of
-            another size than it was trained on work (processors that resize make this unnecessary).
+            another size than it was trained on work.
         batch_size: images per forward pass.
-        rollout_buffer_mib: memory ``"rollout"`` may use to hold the per-layer ``(B, N, N)`` maps
-            until the last layer has run, so the output row is then folded through them at
-            ``O(B·N²)`` cost per layer. Maps beyond it are multiplied into a running ``(B, N, N)``
-            product instead (``B·N³`` per layer, about 7% of a DeiT-tiny forward pass). ``0``
-            always multiplies (strictly ``O(B·N²)`` extra memory); ``math.inf`` never does. The
-            gradient methods fold last layer first and need no buffer.
+        tokenizer: the text tokenizer of an image-text model (CLIP, SigLIP), for ``text=``.
+        rollout_buffer_mib: memory ``"rollout"`` may use to hold per-layer ``(B, N, N)`` maps before
+            folding them at ``O(B·N²)`` per layer; beyond it they are multiplied into a running
+            product (``B·N³`` per layer). ``0`` always multiplies; ``math.inf`` never does.
 
-    Calls that share one model are serialised with a per-model lock, so one explainer may be used
-    from several threads; they run one at a time and each gets its own correct maps.
+    Thread safety: one explainer (and one model) may serve many threads at once; see
+    :mod:`hf_vit_rollout.capture` for what other threads observe during a capture.
     """
 
     def __init__(
@@ -175,124 +74,80 @@ class RolloutExplainer:
         config = getattr(model, "config", None)
         if config is None:
             raise UnsupportedModelError(f"{type(model).__name__} is not a transformers model (it has no .config)")
-        self._check_family(config)
-        self.tokenizer = tokenizer
-        self._attention_modules = find_attention_modules(self._vision_root(model))
-        if not self._attention_modules:
+        check_family(config)
+        self.defaults = ExplainRequest(method=method, head_fusion=head_fusion, discard_ratio=discard_ratio)
+        self.batch_size = check_count(batch_size, "batch_size")
+        self.rollout_buffer_mib = check_megabytes(rollout_buffer_mib, "rollout_buffer_mib")
+        self.model, self.image_processor, self.tokenizer = model, image_processor, tokenizer
+        self.vision_root = model.vision_model if hasattr(model, "text_model") and hasattr(model, "vision_model") else model
+        model_type = getattr(_vision_config(config), "model_type", None)
+        self.window_blocks = find_window_blocks(self.vision_root, model_type)  # empty unless windowed (Swin)
+        self.forward_kwargs = dict(FORWARD_KWARGS.get(model_type, {}))
+        if model_type in FORWARD_KWARGS and not self.window_blocks:
+            raise UnsupportedModelError(f"{type(model).__name__} is a {model_type!r} model without its windowed blocks")
+        if self.window_blocks:
+            self.attention_modules = window_attention_modules(self.vision_root, self.window_blocks)
+        else:
+            self.attention_modules = find_attention_modules(self.vision_root)
+        if not self.attention_modules:
             raise UnsupportedModelError(
                 f"{type(model).__name__} has no global self-attention modules exposing attention maps, "
                 "so attention rollout cannot explain it"
             )
-        self.model = model
-        self.image_processor = image_processor
-        self.method = _check_method(method).name
-        self.head_fusion = check_head_fusion(head_fusion)
-        self.discard_ratio = None if discard_ratio is None else _check_discard_ratio(discard_ratio)
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size
-        self.rollout_buffer_mib = _check_rollout_buffer_mib(rollout_buffer_mib)
+        self.patch_size = _pair(_vision_config(config).patch_size)
         self.interpolate_pos_encoding = bool(interpolate_pos_encoding)
         if device is not None:
+            check_device(device)
             self.model.to(device)
 
-    @staticmethod
-    def _vision_root(model):
-        """The vision tower of an image-text model (CLIP, SigLIP), else the model itself."""
-        return model.vision_model if hasattr(model, "text_model") and hasattr(model, "vision_model") else model
-
-    @property
-    def is_image_text_model(self) -> bool:
-        """Whether the model scores images against texts (CLIP, SigLIP): ``text=`` targets work."""
-        return self._vision_root(self.model) is not self.model
-
-    @staticmethod
-    def _check_family(config) -> None:
-        try:
-            TokenLayout.from_config(config, (1, 1))
-        except ValueError as exc:
-            raise UnsupportedModelError(str(exc)) from None
-
     @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | Path,
-        method: str = "rollout",
-        head_fusion: str = "mean",
-        discard_ratio: float | None = None,
-        device: str | torch.device | None = None,
-        interpolate_pos_encoding: bool = False,
-        batch_size: int = 32,
-        rollout_buffer_mib: float = 256.0,
-        **hf_kwargs,
-    ) -> RolloutExplainer:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RolloutExplainer:
         """Load model and image processor the ``transformers`` way and wrap them.
 
         Args:
             pretrained_model_name_or_path: a Hub id (``"facebook/deit-tiny-patch16-224"``), a local
-                checkpoint directory, or ``"demo"`` for the model shipped with this package.
-            **hf_kwargs: passed to ``transformers``' ``from_pretrained`` (``revision``, ``token``,
-                ``cache_dir``, ``local_files_only``, ``dtype``, ...).
+                checkpoint directory, ``"demo"`` for the ViT shipped with this package or
+                ``"demo-swin"`` for the shipped Swin.
+            **kwargs: the explainer's settings (``method``, ``head_fusion``, ``discard_ratio``,
+                ``device``, ``interpolate_pos_encoding``, ``batch_size``, ``rollout_buffer_mib``);
+                everything else goes to ``transformers``' ``from_pretrained`` (``revision``,
+                ``token``, ``cache_dir``, ``local_files_only``, ``dtype``, ...).
 
         Raises:
-            UnsupportedModelError: the checkpoint is a CNN, Swin, or another architecture without
-                global self-attention (checked from its config, before the weights are loaded).
+            UnsupportedModelError: an architecture without global self-attention (checked from its
+                config, before the weights are loaded).
             OSError: the checkpoint cannot be found (``transformers``' message, with a hint).
         """
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+        own = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "image_processor", "tokenizer"}
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+        ExplainRequest(**{k: v for k, v in settings.items() if k in ("method", "head_fusion", "discard_ratio")})
+        check_count(settings.get("batch_size", 1), "batch_size")
+        check_megabytes(settings.get("rollout_buffer_mib", 0), "rollout_buffer_mib")
+        check_device(settings.get("device"))
+        model = load_model(pretrained_model_name_or_path, **kwargs)
+        processor, tokenizer = load_processors(pretrained_model_name_or_path, **kwargs)
+        return cls(model, processor, tokenizer=tokenizer, **settings)
 
-        _check_method(method)
-        check_head_fusion(head_fusion)
-        if discard_ratio is not None:
-            _check_discard_ratio(discard_ratio)
-        _check_rollout_buffer_mib(rollout_buffer_mib)
-        source = demo_model_path() if str(pretrained_model_name_or_path) == DEMO_MODEL else pretrained_model_name_or_path
-        hub_kwargs = {k: v for k, v in hf_kwargs.items() if k in _HUB_KWARGS}
-        text = str(source)
-        if (Path(text).is_absolute() or text.startswith((".", "~"))) and not Path(text).expanduser().is_dir():
-            raise OSError(
-                f"could not load a checkpoint from {text!r}: no such directory. Pass an existing checkpoint "
-                f"directory (with config.json), a Hub id, or {DEMO_MODEL!r}."
-            )
-        try:
-            config = AutoConfig.from_pretrained(source, **hub_kwargs)
-        except OSError as exc:
-            raise OSError(
-                f"could not load a checkpoint from {str(pretrained_model_name_or_path)!r}: {exc}\n"
-                "Pass an existing local checkpoint directory, a Hub id reachable from this machine "
-                f"(offline: one already in the cache, with local_files_only=True), or {DEMO_MODEL!r}."
-            ) from exc
-        cls._check_family(config)
-        architectures = getattr(config, "architectures", None) or []
-        is_classifier = any("ForImageClassification" in a for a in architectures)
-        auto = AutoModelForImageClassification if is_classifier else AutoModel
-        model = auto.from_pretrained(source, **hf_kwargs)
-        processor = AutoImageProcessor.from_pretrained(source, backend="pil", **hub_kwargs)
-        tokenizer = None
-        if getattr(config, "text_config", None) is not None:
-            from transformers import AutoTokenizer
+    # ------------------------------------------------------------------ defaults, labels, targets
+    method = property(lambda self: self.defaults.method, doc="The default method.")
+    head_fusion = property(lambda self: self.defaults.head_fusion, doc="The default head fusion.")
+    discard_ratio = property(lambda self: self.defaults.discard_ratio, doc="The default discard ratio (None: per method).")
 
-            tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
-        return cls(
-            model,
-            processor,
-            method=method,
-            head_fusion=head_fusion,
-            discard_ratio=discard_ratio,
-            device=device,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            batch_size=batch_size,
-            tokenizer=tokenizer,
-            rollout_buffer_mib=rollout_buffer_mib,
-        )
-
-    # ------------------------------------------------------------------ labels and targets
     @property
-    def id2label(self) -> dict[int, str]:
-        """Class index → name, from the model config (empty for backbones without a classifier)."""
-        if not self._has_classifier:
-            return {}
-        return {int(k): str(v) for k, v in (getattr(self.model.config, "id2label", None) or {}).items()}
+    def is_image_text_model(self) -> bool:
+        """Whether the model scores images against texts (CLIP, SigLIP): ``text=`` targets work."""
+        return self.vision_root is not self.model
+
+    @property
+    def num_layers(self) -> int:
+        """Number of self-attention layers of the vision tower."""
+        return len(self.attention_modules)
+
+    @property
+    def num_heads(self) -> int:
+        """Attention heads per layer, from the config."""
+        heads = getattr(_vision_config(self.model.config), "num_attention_heads", None) or 0
+        return int(heads[-1] if isinstance(heads, (list, tuple)) else heads)  # per stage for Swin: the last
 
     @property
     def _has_classifier(self) -> bool:
@@ -300,7 +155,15 @@ class RolloutExplainer:
 
     @property
     def num_labels(self) -> int:
+        """Number of classes (0 for backbones without a classifier)."""
         return int(getattr(self.model.config, "num_labels", 0)) if self._has_classifier else 0
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class index → name, from the model config (empty for backbones without a classifier)."""
+        if not self._has_classifier:
+            return {}
+        return {int(k): str(v) for k, v in (getattr(self.model.config, "id2label", None) or {}).items()}
 
     def resolve_target(self, target: int | str) -> int:
         """A class index or label name → class index.
@@ -309,295 +172,70 @@ class RolloutExplainer:
         ImageNet-style label (``"tabby"`` finds ``"tabby, tabby cat"``).
 
         Raises:
-            TargetError: out-of-range index, or unknown name (with the closest names suggested).
+            TargetError: no classifier, an out-of-range index, or an unknown name (closest suggested).
         """
         if self.num_labels == 0:
             raise TargetError(
                 f"{type(self.model).__name__} has no classifier head, so there is no class {target!r} to explain; "
                 "load a *ForImageClassification checkpoint or pass target=callable(outputs) -> (B,) scores"
             )
-        if isinstance(target, (bool, np.bool_)):
-            raise TargetError(f"target must be a class index or label name, got {target!r}")
-        if isinstance(target, (int, np.integer)):
-            if not 0 <= int(target) < self.num_labels:
-                raise TargetError(
-                    f"target index {int(target)} is out of range: this model has {self.num_labels} classes "
-                    f"(0 to {self.num_labels - 1})"
-                )
-            return int(target)
-        if isinstance(target, str):
-            names: dict[str, int] = {}
-            for index, label in self.id2label.items():
-                names.setdefault(label.lower(), index)
-                for synonym in label.split(","):
-                    names.setdefault(synonym.strip().lower(), index)
-            key = target.strip().lower()
-            if key in names:
-                return names[key]
-            close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise TargetError(f"unknown label {target!r}{hint} (the model has {self.num_labels} classes: see .id2label)")
-        raise TargetError(f"target must be an int, a label name or a callable, got {type(target).__name__}")
+        return label_index(self.id2label, self.num_labels, target)
 
-    def _resolve_targets(self, target, count: int) -> list[int | None] | Callable:
-        if target is None:
-            return [None] * count
-        if callable(target):
-            return target
-        if isinstance(target, (np.ndarray, torch.Tensor)):
-            target = target.tolist()
-        elif not isinstance(target, (str, bytes, list, tuple)) and hasattr(target, "__iter__") and hasattr(target, "__len__"):
-            target = list(target)  # e.g. a datasets Column
-        if isinstance(target, (list, tuple)):
-            if len(target) != count:
-                raise TargetError(f"got {len(target)} targets for {count} images; pass one target, or one per image")
-            return [self.resolve_target(t) for t in target]
-        return [self.resolve_target(target)] * count
-
-    # ------------------------------------------------------------------ main entry
-    def __call__(
-        self,
-        images,
-        target=None,
-        *,
-        method: str | None = None,
-        head_fusion: str | None = None,
-        discard_ratio: float | None = None,
-        text: str | None = None,
-        progress: bool = False,
-    ) -> Explanation | list[Explanation]:
-        """Explain one image or a batch.
-
-        Args:
-            images: a path, URL, ``PIL.Image``, numpy ``(H, W[, C])`` array, torch ``(C, H, W)``
-                tensor, a ``(B, C, H, W)`` tensor, or a list of these.
-            target: for gradient methods, the class to explain: an index, a label name, a list with
-                one per image, or a callable ``score(outputs) -> (B,)`` tensor. ``None`` explains
-                the predicted class. Class-agnostic methods (``rollout``, ``flow``) take no target.
-            method, head_fusion, discard_ratio: override the explainer's defaults for this call.
-            text: for image-text models (CLIP): explain the image-text similarity with this text
-                (``"a photo of a dog"``), with a gradient method. Exclusive with ``target``.
-            progress: show a progress bar (over batches, and over sources for flow).
-
-        Returns:
-            One :class:`Explanation` for a single image, else a list in input order.
-        """
-        model_inputs = None
-        if text is not None:
-            model_inputs = self._text_inputs(text, target, self.method if method is None else method)
-            target = _similarity_to_first_text
-        spec, fusion, ratio = self._settings(method, head_fusion, discard_ratio, target)
-        pil_images, single = load_images(images)
-        targets = self._resolve_targets(target, len(pil_images))
-        starts = range(0, len(pil_images), self.batch_size)
-        if progress and len(starts) > 1:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="explaining", unit="batch")
-        results: list[Explanation] = []
-        for start in starts:
-            stop = start + self.batch_size
-            chunk_targets = targets if callable(targets) else targets[start:stop]
-            results.extend(
-                self._explain_batch(pil_images[start:stop], chunk_targets, spec, fusion, ratio, progress, model_inputs)
-            )
-        if text is not None:
-            for result in results:
-                result.label, result.params["text"] = text, text
-        return results[0] if single else results
-
-    def _text_inputs(self, text, target, method: str) -> dict:
-        """Tokenised ``text`` for an image-text model, after checking the request makes sense."""
-        if target is not None:
-            raise TargetError("give either target= (a class) or text= (a description), not both")
-        if not self.is_image_text_model or self.tokenizer is None:
+    def request(self, **settings) -> ExplainRequest:
+        """This explainer's defaults overridden by ``settings``, validated against the model."""
+        request = self.defaults.updated(**settings)
+        if request.text is not None and (not self.is_image_text_model or self.tokenizer is None):
             raise TargetError(
                 f"text= needs an image-text model such as CLIP loaded with its tokenizer; {type(self.model).__name__} "
                 "has no text tower (use target= with a class instead)"
             )
-        if not isinstance(text, str) or not text.strip():
-            raise TargetError(f"text must be a non-empty string, got {text!r}")
-        if not _check_method(method).needs_gradient:
-            raise TargetError(f"method {method!r} is class-agnostic; explain a text with method='grad_rollout' or 'gae'")
-        return dict(self.tokenizer([text], padding=True, return_tensors="pt"))
+        if request.top_k is not None and self.num_labels == 0:
+            raise TargetError(f"top_k needs a classifier; {type(self.model).__name__} has none")
+        request.check_model(self.num_layers, self.num_heads)
+        targets = request.target if request.targets_per_image else (request.target,)
+        for target in targets:
+            if target is not None and not callable(target):
+                self.resolve_target(target)
+        return request
 
-    def _settings(self, method, head_fusion, discard_ratio, target) -> tuple[MethodSpec, str, float]:
-        """Validate one call's settings against the explainer's defaults."""
-        spec = _check_method(self.method if method is None else method)
-        fusion = check_head_fusion(self.head_fusion if head_fusion is None else head_fusion)
-        ratio = discard_ratio if discard_ratio is not None else self.discard_ratio
-        ratio = spec.default_discard_ratio if ratio is None else _check_discard_ratio(ratio)
-        if target is not None and not spec.needs_gradient:
-            gradient_methods = [name for name, s in METHODS.items() if s.needs_gradient]
-            raise TargetError(
-                f"method {spec.name!r} is class-agnostic and takes no target; to explain class {target!r} "
-                f"use a gradient method: method={gradient_methods[0]!r} or {gradient_methods[1]!r}"
-            )
-        return spec, fusion, ratio
+    # ------------------------------------------------------------------ the model, for the stages
+    def layout(self, input_size: tuple[int, int]) -> TokenLayout | WindowedLayout:
+        """Token layout for a ``(height, width)`` model input (windowed models: from the windows
+        their blocks hold now, which an earlier call outside the explainer may have clamped)."""
+        held = block_windows(self.window_blocks) if self.window_blocks else None
+        return layout_from_config(self.model.config, input_size, held)
 
-    def relevance_maps(
-        self,
-        pixel_values: torch.Tensor,
-        target=None,
-        *,
-        method: str | None = None,
-        head_fusion: str | None = None,
-        discard_ratio: float | None = None,
-    ) -> torch.Tensor:
-        """Patch relevance for already-preprocessed inputs (no image loading, no upsampling).
-
-        For data pipelines and benchmarks that run their own preprocessing.
-
-        Args:
-            pixel_values: ``(B, C, H, W)`` model inputs, as the image processor makes them.
-            target, method, head_fusion, discard_ratio: as for :meth:`__call__`.
-
-        Returns:
-            ``(B, grid_h, grid_w)`` float32 raw relevance (not rescaled), on the model's device.
-        """
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
-            raise ValueError("pixel_values must be a (B, C, H, W) tensor; use the explainer's __call__ for images")
-        spec, fusion, ratio = self._settings(method, head_fusion, discard_ratio, target)
-        targets = self._resolve_targets(target, pixel_values.shape[0])
-        layout, relevance, _, _ = self._run(pixel_values, targets, spec, fusion, ratio, False)
-        return layout.patch_relevance(relevance)
-
-    # ------------------------------------------------------------------ one batch
-    def _preprocess(self, pil_images) -> torch.Tensor:
-        try:
-            pixel_values = self.image_processor(images=pil_images, return_tensors="pt")["pixel_values"]
-        except Exception as exc:  # processors raise many types for odd images
-            raise ValueError(f"the image processor could not prepare the input: {exc}") from exc
-        return pixel_values
-
-    def _forward_kwargs(self) -> dict:
-        if self.interpolate_pos_encoding and "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters:
-            return {"interpolate_pos_encoding": True}
-        return {}
-
-    def _explain_batch(self, pil_images, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool, model_inputs=None):
-        return self._explain_pixels(self._preprocess(pil_images), pil_images, targets, spec, fusion, ratio, progress, model_inputs)
-
-    def _explain_pixels(self, pixel_values, pil_images, targets, spec: MethodSpec, fusion, ratio, progress, model_inputs=None):
-        """Explanations for ``pil_images`` from their already-processed ``pixel_values``."""
-        layout, relevance, logits, explained = self._run(pixel_values, targets, spec, fusion, ratio, progress, model_inputs)
-        return self._postprocess(pil_images, layout, relevance, logits, explained, spec, fusion, ratio)
-
-    def _on_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def on_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` on the model's device, in its parameters' dtype."""
         param = next(self.model.parameters())
         return pixel_values.to(device=param.device, dtype=param.dtype)
 
-    def predict(self, images) -> torch.Tensor:
-        """Class probabilities, without explaining: ``(B, num_labels)`` (sigmoid or softmax, see
-        :meth:`probabilities`). Accepts the same inputs as :meth:`__call__`.
+    def run_model(self, pixel_values: torch.Tensor, text_inputs: dict | None = None):
+        """The forward pass: the whole image-text model with ``text_inputs``, else the vision tower."""
+        kwargs = dict(self.forward_kwargs)  # what windowed blocks need to return their attention
+        if self.interpolate_pos_encoding and "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters:
+            kwargs["interpolate_pos_encoding"] = True
+        try:
+            if text_inputs:
+                inputs = {k: v.to(pixel_values.device) for k, v in text_inputs.items()}
+                return self.model(pixel_values=pixel_values, **inputs, **kwargs)
+            return self.vision_root(pixel_values=pixel_values, **kwargs)
+        except ValueError as exc:
+            if "size" in str(exc) and not self.interpolate_pos_encoding:
+                raise ValueError(
+                    f"{exc}. The processor produced {tuple(pixel_values.shape[-2:])} inputs; create the "
+                    "explainer with interpolate_pos_encoding=True to explain other input sizes"
+                ) from exc
+            raise
 
-        Raises:
-            TargetError: the model has no classifier head.
-        """
-        if not self.num_labels:
-            raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
-        pil_images, _ = load_images(images)
-        pixel_values = self._on_model(self._preprocess(pil_images))
-        with torch.no_grad():
-            logits = self.model(pixel_values=pixel_values, **self._forward_kwargs()).logits.float()
-        return self.probabilities(logits)
-
-    def _run(self, pixel_values, targets, spec: MethodSpec, fusion: str, ratio: float, progress: bool, model_inputs=None):
-        """Forward (and backward) under capture. Returns ``(layout, (B, N) relevance, logits, targets)``."""
-        pixel_values = self._on_model(pixel_values)
-        layout = TokenLayout.from_config(self.model.config, tuple(pixel_values.shape[-2:]))
-        weights = layout.output_weights(device=pixel_values.device)
-        with _lock_for(self.model):
-            relevance, logits, explained = self._capture(
-                pixel_values, layout, weights, targets, spec, fusion, ratio, progress, model_inputs
-            )
-        return layout, relevance, logits, explained
-
-    def _forward(self, pixel_values, model_inputs):
-        """The model call: with text inputs for image-text scores, else the vision tower (or whole model)."""
-        kwargs = self._forward_kwargs()
-        if model_inputs:
-            inputs = {k: v.to(pixel_values.device) for k, v in model_inputs.items()}
-            return self.model(pixel_values=pixel_values, **inputs, **kwargs)
-        return self._vision_root(self.model)(pixel_values=pixel_values, **kwargs)
-
-    def _capture(self, pixel_values, layout: TokenLayout, weights, targets, spec: MethodSpec, fusion, ratio, progress, model_inputs=None):
-        keep = layout.cls_index
-        fold = None
-        if spec.combine == "product":
-            direction = "backward" if spec.needs_gradient else "forward"
-            fold = ChainFold(weights, direction, buffer_bytes=self.rollout_buffer_mib * 2**20)
-        stored: dict[int, torch.Tensor] = {}
-        first_attention: list[torch.Tensor] = []
-
-        def store(layer: int, layer_map: torch.Tensor) -> None:
-            if fold is not None:
-                fold.add(layer, layer_map)
-            else:
-                stored[layer] = layer_map
-
-        def on_attention(layer: int, attention: torch.Tensor) -> None:
-            if attention.shape[-1] != layout.num_tokens:
-                raise CaptureError(
-                    f"layer {layer} attends over {attention.shape[-1]} tokens, but the config describes "
-                    f"{layout.num_prefix_tokens} prefix tokens + {layout.grid_size[0]}×{layout.grid_size[1]} patches "
-                    f"= {layout.num_tokens}; the model's token layout is not supported"
-                )
-            frozen = attention.detach()
-            if spec.needs_gradient:
-                if not attention.requires_grad:
-                    raise RuntimeError("attention maps carry no gradient; do not call the explainer under torch.inference_mode()")
-                attention.register_hook(lambda grad: store(layer, spec.layer_map(frozen, grad, fusion, ratio, keep)))
-                if layer == 0:
-                    first_attention.append(attention)
-            else:
-                store(layer, spec.layer_map(frozen, None, fusion, ratio, keep))
-
-        with AttentionCapture(
-            self.model, on_attention, modules_root=self._vision_root(self.model), attention_modules=self._attention_modules
-        ) as capture:
-            with torch.enable_grad() if spec.needs_gradient else torch.no_grad():
-                if spec.needs_gradient:
-                    pixel_values = pixel_values.detach().requires_grad_(True)
-                try:
-                    outputs = self._forward(pixel_values, model_inputs)
-                except ValueError as exc:
-                    if "size" in str(exc) and not self.interpolate_pos_encoding:
-                        raise ValueError(
-                            f"{exc}. The processor produced {tuple(pixel_values.shape[-2:])} inputs; create the "
-                            "explainer with interpolate_pos_encoding=True to explain other input sizes"
-                        ) from exc
-                    raise
-                logits = getattr(outputs, "logits", None)
-                explained = None
-                if spec.needs_gradient:
-                    scores, explained = self._scores(outputs, logits, targets)
-                    fold.start_backward(capture.num_layers)
-                    torch.autograd.grad(scores.sum(), first_attention)
-            num_layers = capture.num_layers
-        if num_layers == 0:
-            raise CaptureError(f"no attention layer ran in {type(self.model).__name__}'s forward pass")
-        if fold is not None:
-            relevance = fold.relevance(num_layers)
-        else:
-            relevance = flow_from_layers([stored[i] for i in range(num_layers)], weights, progress=progress)
-        logits = None if logits is None else logits.detach().float()
-        return relevance.detach().float(), logits, explained
-
-    def _scores(self, outputs, logits, targets):
-        if callable(targets):
-            scores = targets(outputs)
-            if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or scores.shape[0] != outputs[0].shape[0]:
-                raise TargetError("a callable target must return a (B,) tensor of scores, one per image")
-            return scores, [None] * scores.shape[0]
-        if logits is None:
+    def logits_of(self, outputs, required: bool = True) -> torch.Tensor | None:
+        """The classifier logits of ``outputs``; without a classifier ``None``, or an error if ``required``."""
+        logits = getattr(outputs, "logits", None)
+        if logits is None and required:
             raise TargetError(
                 f"{type(self.model).__name__} has no classifier logits; pass target=callable(outputs) -> (B,) scores"
             )
-        chosen = [int(logits[i].argmax()) if t is None else t for i, t in enumerate(targets)]
-        index = torch.tensor(chosen, device=logits.device)
-        return logits.gather(1, index[:, None]).squeeze(1), chosen
+        return logits
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, num_labels)`` logits → probabilities: sigmoid for multi-label models, else softmax."""
@@ -605,34 +243,102 @@ class RolloutExplainer:
             return logits.sigmoid()
         return logits.softmax(-1)
 
-    def _postprocess(self, pil_images, layout, relevance, logits, explained, spec, fusion, ratio):
-        patches = layout.patch_relevance(relevance).clamp(min=0).cpu().numpy().astype(np.float32)
-        probabilities = None if logits is None else self.probabilities(logits).cpu().numpy()
-        id2label = self.id2label
-        results = []
-        for i, image in enumerate(pil_images):
-            patch = patches[i]
-            peak = float(patch.max())
-            if peak > 0:
-                mask = patch / peak
-            else:
-                logger.warning("image %d: no patch received any relevance; the mask is all zeros", i)
-                mask = np.zeros_like(patch)
-            target = None if explained is None else explained[i]
-            predicted = None if probabilities is None else int(probabilities[i].argmax())
-            shown = target if target is not None else predicted
-            results.append(
-                Explanation(
-                    image=image,
-                    mask=mask.astype(np.float32),
-                    heatmap=_upsample(mask, image.size, _input_box(self.image_processor, *image.size)),
-                    method=spec.name,
-                    target=target,
-                    label=id2label.get(shown) if shown is not None else None,
-                    score=None if probabilities is None or shown is None else float(probabilities[i, shown]),
-                    predicted=predicted,
-                    token_relevance=relevance[i].cpu().numpy(),
-                    params={"head_fusion": fusion, "discard_ratio": ratio},
-                )
-            )
-        return results
+    def text_inputs(self, text: str) -> dict:
+        """Tokenised ``text``; longer than the text tower takes, it is truncated with a warning."""
+        limit = getattr(getattr(self.model.config, "text_config", None), "max_position_embeddings", None)
+        limit = min(limit or 10**9, getattr(self.tokenizer, "model_max_length", None) or 10**9)
+        length = len(self.tokenizer(text)["input_ids"])
+        if length > limit:
+            warnings.warn(f"text= has {length} tokens; the model takes {limit}, so it was truncated", stacklevel=3)
+        return dict(self.tokenizer([text], padding=True, truncation=True, max_length=limit, return_tensors="pt"))
+
+    # ------------------------------------------------------------------ entry points
+    def __call__(self, images, target=None, **settings) -> Explanation | list:
+        """Explain one image or a batch.
+
+        Args:
+            images: a path, URL, ``PIL.Image``, numpy ``(H, W[, C])`` array, torch ``(C, H, W)``
+                tensor, a ``(B, C, H, W)`` tensor, or a list of these.
+            target: for class-specific methods, the class to explain: an index, a label name, a
+                list with one per image (``None`` in it: that image's predicted class), or a
+                callable ``score(outputs) -> (B,)`` tensor. ``None`` explains the predicted class.
+            **settings: ``method``, ``head_fusion``, ``discard_ratio``; ``layer`` and ``head``
+                (method ``"attention"``); ``start_layer`` (product methods); ``text`` (image-text models:
+                explain the similarity with this text); ``top_k`` (explain each of the k most
+                probable classes, from one forward pass); ``progress``; ``full_resolution``
+                (heat-maps at the image's own size instead of at most
+                :data:`~hf_vit_rollout.placement.HEATMAP_MAX_PIXELS`).
+
+        Returns:
+            One :class:`Explanation` for a single image, else a list in input order (with
+            ``top_k``, a list of ``k`` explanations per image).
+        """
+        sources, single = image_sources(images)
+        results = list(self.explain_iter(sources, self.request(target=target, **settings)))
+        return results[0] if single else results
+
+    def explain_iter(self, sources: list, request: ExplainRequest) -> Iterator:
+        """Explanations of ``sources`` one by one, decoding a batch at a time (memory stays flat)."""
+        if request.targets_per_image and len(request.target) != len(sources):
+            raise TargetError(f"got {len(request.target)} targets for {len(sources)} images; pass one target, or one per image")
+        text_inputs = None if request.text is None else self.text_inputs(request.text)
+        bar = None
+        if request.progress and len(sources) > 1:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(sources), desc="explaining", unit="image")
+        for start in range(0, len(sources), self.batch_size):
+            chunk = sources[start : start + self.batch_size]
+            batch = [
+                stages.preprocess(self, source, self._target_of(request, start + i), f"images[{start + i}]")
+                for i, source in enumerate(chunk)
+            ]
+            for i, (prepared, passed) in enumerate(zip(batch, stages.forward(self, batch, request, text_inputs))):
+                yield stages.postprocess(self, prepared, passed, request, start + i)
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+
+    @staticmethod
+    def _target_of(request: ExplainRequest, index: int):
+        if request.targets_per_image:
+            return request.target[index]
+        return None if request.callable_target is not None else request.target
+
+    def predict(self, images) -> torch.Tensor:
+        """``(B, num_labels)`` class probabilities, without explaining (sigmoid or softmax, see
+        :meth:`probabilities`). Safe to call while other threads explain with the same model.
+
+        Raises:
+            TargetError: the model has no classifier head.
+        """
+        if not self.num_labels:
+            raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
+        sources, _ = image_sources(images)
+        pixel_values = torch.stack([stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)])
+        with torch.no_grad():
+            logits = self.logits_of(self.run_model(self.on_model(pixel_values))).float()
+        return self.probabilities(logits)
+
+    def relevance_maps(self, pixel_values: torch.Tensor, target=None, **settings) -> torch.Tensor:
+        """Patch relevance for already-preprocessed inputs (no image loading, no upsampling).
+
+        Args:
+            pixel_values: ``(B, C, H, W)`` model inputs, as the image processor makes them.
+            target, settings: as for :meth:`__call__`.
+
+        Returns:
+            ``(B, grid_h, grid_w)`` float32 raw relevance (not rescaled).
+        """
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
+            raise ValueError("pixel_values must be a (B, C, H, W) tensor; use the explainer's __call__ for images")
+        request = self.request(target=target, **settings)
+        count = pixel_values.shape[0]
+        if request.targets_per_image and len(request.target) != count:
+            raise TargetError(f"got {len(request.target)} targets for {count} images; pass one target, or one per image")
+        layout = self.layout(tuple(pixel_values.shape[-2:]))
+        batch = [stages.PreparedImage(None, x, None, self._target_of(request, i)) for i, x in enumerate(pixel_values)]
+        passes = stages.forward(self, batch, request)
+        return layout.patch_relevance(torch.stack([p.relevance[0] for p in passes]))
+

@@ -9,9 +9,10 @@ import numpy as np
 from PIL import Image
 
 from . import viz
+from .placement import Placement
 
 
-@dataclass
+@dataclass(eq=False)
 class Explanation:
     """Where the model looked, for one image and one target.
 
@@ -19,8 +20,12 @@ class Explanation:
         image: the input as an RGB ``PIL.Image`` (original size).
         mask: ``(grid_h, grid_w)`` float32 patch relevance, scaled so its maximum is 1 (all zeros if
             no patch received relevance).
-        heatmap: ``(H, W)`` float32 mask upsampled (bilinear) onto the original image; zero outside
-            the region the processor fed to the model (e.g. cut away by a centre crop).
+        heatmap: ``(H, W)`` float32 mask placed (bilinear between patch centres) over exactly the
+            pixels the model saw, zero elsewhere (cut away by a centre crop, padding, or a remainder
+            strip narrower than a patch). ``(H, W)`` is the image's size, or for images larger than
+            :data:`~hf_vit_rollout.placement.HEATMAP_MAX_PIXELS` that size scaled down (aspect
+            kept) unless the call asked for ``full_resolution=True``; :meth:`heatmap_at` draws it at
+            any size.
         method: the method's registry name (``"rollout"``, ``"grad_rollout"``, ``"gae"``, ``"flow"``).
         target: explained class index, or ``None`` for class-agnostic methods.
         label: name of ``target`` (or of the predicted class for class-agnostic methods), if the model
@@ -29,7 +34,9 @@ class Explanation:
         predicted: the model's top class index, if it has a classifier.
         token_relevance: ``(N,)`` float32 raw relevance of every token, prefix tokens included.
         params: the settings used (head_fusion, discard_ratio, ...).
-        head_heatmaps: ``(heads, H, W)`` float32 per-head heat-maps on the image (method
+        placement: where the model's patch grid lies on ``image`` (``None`` for explanations made
+            without an image, e.g. from ``relevance_maps``).
+        head_heatmaps: ``(heads, H, W)`` float32 per-head heat-maps, placed like ``heatmap`` (method
             ``"attention"`` only; see :meth:`plot_heads`), else ``None``.
     """
 
@@ -43,11 +50,38 @@ class Explanation:
     predicted: int | None = None
     token_relevance: np.ndarray | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    head_heatmaps: np.ndarray | None = None
+    placement: Placement | None = field(default=None, repr=False)
+    head_heatmaps: np.ndarray | None = field(default=None, repr=False)
+
+    def __eq__(self, other) -> bool:
+        """Equal when every field is: arrays compared element-wise, images pixel by pixel."""
+        if not isinstance(other, Explanation):
+            return NotImplemented
+        arrays = ("mask", "heatmap", "token_relevance", "head_heatmaps")
+        if any(not _same_array(getattr(self, a), getattr(other, a)) for a in arrays):
+            return False
+        plain = ("method", "target", "label", "score", "predicted", "params", "placement")
+        return all(getattr(self, a) == getattr(other, a) for a in plain) and self.image == other.image
+
+    __hash__ = None  # mutable, like every dataclass with arrays
+
+    def heatmap_at(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The heat-map drawn at ``size = (width, height)`` (default: the image's full size)."""
+        if self.placement is None:
+            raise ValueError("this explanation has no placement (it was made without an image)")
+        return self.placement.heatmap(self.mask, size)
 
     def overlay(self, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
-        """The heat-map, colour-mapped with a matplotlib ``colormap``, blended onto the image."""
-        return viz.overlay(self.image, self.heatmap, colormap, alpha)
+        """The heat-map, colour-mapped with a matplotlib ``colormap``, blended onto the image.
+
+        The overlay has the heat-map's size: the image's own, or a bounded one for very large
+        images (the image is scaled down to it first, so memory stays bounded).
+        """
+        image = self.image
+        height, width = self.heatmap.shape
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
+        return viz.overlay(image, self.heatmap, colormap, alpha)
 
     @property
     def title(self) -> str:
@@ -98,4 +132,13 @@ class Explanation:
             )
         layer = self.params.get("layer")
         title = f"attention, layer {layer}" if layer is not None else "attention"
-        return viz.plot_heads(self.head_heatmaps, self.image, ncols, colormap, alpha, title)
+        image = self.image
+        height, width = self.head_heatmaps.shape[-2:]
+        if image.size != (width, height):  # heat-maps of very large images are at a bounded size
+            image = image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
+        return viz.plot_heads(self.head_heatmaps, image, ncols, colormap, alpha, title)
+
+def _same_array(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and bool(np.array_equal(a, b))

@@ -1,20 +1,38 @@
-"""Turn whatever a user passes as an image into an RGB ``PIL.Image``, or say precisely why not.
+"""Turn whatever a user passes as an image into an RGB ``PIL.Image`` as displayed, or say precisely why not.
 
-Accepted: a path (``str`` / ``os.PathLike``), an ``http(s)://`` URL, a ``PIL.Image`` in any mode, a
-numpy array ``(H, W)`` / ``(H, W, C)`` with ``C`` in 1, 3, 4 (uint8, uint16, bool is refused, float
-in ``[0, 1]``), a torch tensor ``(C, H, W)`` (uint8 or float in ``[0, 1]``), or a list of those.
-A ``(B, C, H, W)`` tensor counts as ``B`` images.
+Accepted: a path (``str`` / ``os.PathLike``) to a regular file, an ``http(s)://`` URL, a ``PIL.Image`` in
+any mode, a numpy array ``(H, W)`` / ``(H, W, C)`` with ``C`` in 1, 3, 4, a torch tensor ``(C, H, W)``,
+or a list of those. A ``(B, C, H, W)`` tensor counts as ``B`` images.
+
+Orientation: a file's or PIL image's EXIF orientation (all eight values, mirrored ones too) is
+applied before anything else, so the model, the heat-map and the overlay all see the image as a
+viewer displays it.
+
+One rule for pixel values, the same for files and arrays (a file's pixels are read as the array
+``numpy.asarray(image)`` that PIL gives, so a 16-bit PNG and the same ``uint16`` array are identical):
+
+* 8-bit (``uint8``, PIL's 8-bit modes): used as they are.
+* 16-bit (``uint16``, PIL modes ``I;16*``): the high byte, ``v >> 8`` (65535 → 255), which is what
+  PIL itself does when it decodes a 16-bit RGB PNG.
+* floating point (any float dtype, PIL mode ``F`` from 32-bit float TIFFs): must lie in ``[0, 1]``;
+  ``round(v · 255)``.
+* any other integer type (PIL mode ``I`` from 32-bit integer TIFFs, ``int32``/``int64`` arrays): must
+  lie in 0-255, used as 8-bit values.
+
+Out-of-range values are an :class:`~hf_vit_rollout.InputError` that says how to scale, never a silent
+stretch. ``bool`` arrays are refused.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
@@ -44,7 +62,7 @@ def _open_bytes(data: bytes | str | os.PathLike, where: str) -> Image.Image:
             with Image.open(source) as img:
                 _check_size(img.width, img.height, where)
                 img.load()
-                return img.copy()
+            return oriented(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{where} is too large to decode safely (decompression-bomb guard): {exc}") from None
     except UnidentifiedImageError:
@@ -57,11 +75,47 @@ def _load_path(path: str | os.PathLike) -> Image.Image:
     text = os.fspath(path)
     if text.startswith(("http://", "https://")):
         return _open_bytes(_download(text), f"image at {text}")
-    if not os.path.exists(text):
-        raise FileNotFoundError(f"image file not found: {text!r}")
-    if os.path.isdir(text):
-        raise InputError(f"{text!r} is a directory; pass image files (e.g. sorted(Path(dir).glob('*.jpg')))")
+    check_path(text)
     return _open_bytes(text, f"file {text!r}")
+
+
+def check_path(path: str | os.PathLike) -> None:
+    """Fail at once for a path that is missing, a directory, or not a regular file (a named pipe,
+    device or socket would block or never end).
+
+    Raises:
+        FileNotFoundError: no such file.
+        InputError: a directory or a non-regular file.
+    """
+    text = os.fspath(path)
+    if text.startswith(("http://", "https://")):
+        return
+    try:
+        mode = os.stat(text).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {text!r}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {text!r}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{text!r} is a directory; pass image files (e.g. sorted(Path(dir).glob('*.jpg')))")
+    if not stat.S_ISREG(mode):
+        kind = "named pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device or special file"
+        raise InputError(f"{text!r} is a {kind}, not a regular file; pass an image file")
+
+
+#: EXIF tag of the orientation (1 = as stored; 2-8 = mirrored and/or rotated).
+_ORIENTATION = 0x0112
+
+
+def oriented(img: Image.Image) -> Image.Image:
+    """``img`` as displayed: its EXIF orientation applied (the same object when there is none)."""
+    try:
+        orientation = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: keep the pixels as stored
+        return img
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(img)
+    return img
 
 
 def _download(url: str) -> bytes:
@@ -78,14 +132,13 @@ def _download(url: str) -> bytes:
         ) from None
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode → RGB. Transparent pixels are composited over white; 16-bit and float images are
-    scaled by their own range."""
+def _to_rgb(img: Image.Image, where: str = "image") -> Image.Image:
+    """Any PIL mode → RGB. Transparent pixels are composited over white; 16-bit, 32-bit and float
+    modes follow the module's pixel-value rule."""
     if img.mode == "RGB":
         return img
     if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        return Image.fromarray(_float_to_uint8(arr, f"{img.mode} image")).convert("RGB")
+        return _from_array(np.asarray(img), f"{where} (PIL mode {img.mode!r})")
     if img.mode == "La":  # premultiplied alpha converts only via LA
         img = img.convert("LA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
@@ -93,14 +146,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
-
-
-def _float_to_uint8(arr: np.ndarray, where: str) -> np.ndarray:
-    if not np.all(np.isfinite(arr)):
-        raise InputError(f"{where} contains NaN or infinite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    return np.round(scaled * 255).astype(np.uint8)
 
 
 def _from_array(arr: np.ndarray, where: str) -> Image.Image:
@@ -126,10 +171,13 @@ def _from_array(arr: np.ndarray, where: str) -> Image.Image:
             )
         arr = np.round(arr * 255).astype(np.uint8)
     elif arr.dtype == np.uint16:
-        arr = (arr.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+        arr = (arr >> 8).astype(np.uint8)
     elif arr.dtype != np.uint8:
         if arr.min() < 0 or arr.max() > 255:
-            raise InputError(f"{where} has integer values outside 0-255; pass uint8 pixels")
+            raise InputError(
+                f"{where} has {arr.dtype} values in [{arr.min()}, {arr.max()}]; integer pixels other than uint8 "
+                "and uint16 must lie in 0-255 (pass 16-bit data as uint16, or scale to uint8)"
+            )
         arr = arr.astype(np.uint8)
     img = Image.fromarray(np.ascontiguousarray(arr))
     return _to_rgb(img)
@@ -164,11 +212,11 @@ def load_image(image, where: str = "image") -> Image.Image:
     if isinstance(image, Image.Image):
         _check_size(image.width, image.height, where)
         try:
-            return _to_rgb(image)
+            return _to_rgb(oriented(image), where)
         except (OSError, ValueError) as exc:
             raise InputError(f"{where}: PIL image in mode {image.mode!r} could not be converted to RGB: {exc}") from None
     if isinstance(image, (str, os.PathLike)):
-        return _to_rgb(_load_path(image))
+        return _to_rgb(_load_path(image), f"file {os.fspath(image)!r}")
     if isinstance(image, np.ndarray):
         return _from_array(image, where)
     if _is_tensor(image):
@@ -185,14 +233,34 @@ def _is_tensor(obj) -> bool:
     return type(obj).__module__.startswith("torch") and hasattr(obj, "detach")
 
 
-def load_images(images) -> tuple[list[Image.Image], bool]:
-    """Inputs → ``(list of RGB images, was_single)``. ``was_single`` tells whether to return one result."""
+def image_sources(images) -> tuple[list, bool]:
+    """Split an input into one source per image, checked but not decoded, and ``was_single``.
+
+    Paths are checked at once (missing, directory, not a regular file), so a bad path fails before
+    any image is decoded or explained; decoding happens later, a batch at a time (:func:`load_image`).
+
+    Raises:
+        InputError: an empty list or batch, a bad path.
+        FileNotFoundError: a missing file.
+    """
     if _is_tensor(images) and images.dim() == 4:
         if images.shape[0] == 0:
             raise InputError("got an empty batch tensor; pass at least one image")
-        return _tensor_images(images, "images"), False
+        return list(images), False
     if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
         if len(images) == 0:
             raise InputError("got an empty list of images; pass at least one image")
-        return [load_image(x, f"images[{i}]") for i, x in enumerate(images)], False
-    return [load_image(images)], True
+        sources, single = list(images), False
+    else:
+        sources, single = [images], True
+    for source in sources:
+        if isinstance(source, (str, os.PathLike)):
+            check_path(source)
+    return sources, single
+
+
+def load_images(images) -> tuple[list[Image.Image], bool]:
+    """Inputs → ``(list of RGB images, was_single)``. ``was_single`` tells whether to return one result."""
+    sources, single = image_sources(images)
+    where = "image" if single else "images[{}]"
+    return [load_image(x, where.format(i)) for i, x in enumerate(sources)], single

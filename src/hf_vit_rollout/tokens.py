@@ -1,14 +1,21 @@
 """Token layout of a ViT-family model: prefix tokens (class, distillation, registers) and patch grid.
 
 Everything is read from the model config and the input size, never guessed from a square root:
-a 16 × 20 patch grid with 5 prefix tokens is as valid as 14 × 14 with one.
+a 16 × 20 patch grid with 5 prefix tokens is as valid as 14 × 14 with one. Windowed, hierarchical
+models (Swin) have a layout of their own (:mod:`hf_vit_rollout.window_layout`);
+:func:`layout_from_config` returns the right one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+
+from .window_layout import WindowedLayout
+from .windows import WINDOWED_FAMILIES
 
 # model_type -> (has a class token, extra prefix tokens besides class + registers, output pooling)
 # output pooling: "cls" reads the class token's row; "mean" averages the patch tokens' rows.
@@ -28,11 +35,13 @@ _FAMILIES: dict[str, tuple[bool, int, str]] = {
     "siglip": (False, 0, "mean"),
 }
 
-#: Families known to use windowed / hierarchical / convolutional token mixing.
+#: Families that are refused, with the reason.
 UNSUPPORTED_FAMILIES: dict[str, str] = {
-    "swin": "Swin attends within shifted local windows, so there is no global token-to-token attention to roll out",
-    "swinv2": "Swin V2 attends within shifted local windows, so there is no global token-to-token attention to roll out",
-    "donut-swin": "Swin attends within shifted local windows, so there is no global token-to-token attention to roll out",
+    "swin2sr": "Swin2SR restores images (its output is an image, not a prediction over classes or tokens)",
+    "dinat": "DiNAT uses neighborhood attention (a sliding window per token, natten kernels), not windows that fold",
+    "vitdet": "ViTDet is a detection backbone mixing window and global attention blocks; its windows are not folded yet",
+    "focalnet": "FocalNet mixes tokens by focal modulation, not attention",
+    "hiera": "Hiera pools queries inside its attention (mask-unit attention), so its maps do not chain token by token",
     "pvt": "PVT uses spatial-reduction attention whose keys are a pooled grid, not the tokens",
     "pvt_v2": "PVT v2 uses spatial-reduction attention whose keys are a pooled grid, not the tokens",
     "vit_mae": "ViT-MAE shuffles and masks patches at random in its forward pass, so tokens do not keep image positions",
@@ -50,7 +59,23 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
 
 def supported_model_types() -> list[str]:
     """``model_type`` values the explainer knows the token layout of."""
-    return sorted(_FAMILIES)
+    return sorted([*_FAMILIES, *WINDOWED_FAMILIES])
+
+
+def layout_from_config(config, image_size: tuple[int, int], held: list[tuple[int, int]] | None = None):
+    """The token layout of any supported family: a :class:`TokenLayout`, or a
+    :class:`~hf_vit_rollout.window_layout.WindowedLayout` for windowed, hierarchical models (Swin).
+
+    Args:
+        held: for windowed models, the ``(window_size, shift_size)`` their blocks hold now.
+
+    Raises:
+        ValueError: for a ``model_type`` whose layout is unknown or unsupported.
+    """
+    vision = _vision_config(config)
+    if getattr(vision, "model_type", None) in WINDOWED_FAMILIES:
+        return WindowedLayout.from_config(vision, image_size, held)
+    return TokenLayout.from_config(config, image_size)
 
 
 def _vision_config(config):
@@ -78,6 +103,7 @@ class TokenLayout:
     grid_size: tuple[int, int]
     cls_index: int | None
     pooling: str
+    hierarchical: ClassVar[bool] = False
 
     @property
     def num_tokens(self) -> int:
@@ -97,7 +123,7 @@ class TokenLayout:
         if model_type not in _FAMILIES:
             raise ValueError(
                 f"unknown model type {model_type!r}: attention rollout supports global-attention ViTs "
-                f"({', '.join(supported_model_types())})"
+                f"({', '.join(sorted(_FAMILIES))}) and windowed ones ({', '.join(WINDOWED_FAMILIES)})"
             )
         has_cls, extra, pooling = _FAMILIES[model_type]
         if model_type == "beit" or model_type == "data2vec-vision":
@@ -131,3 +157,29 @@ class TokenLayout:
     def patch_relevance(self, relevance: torch.Tensor) -> torch.Tensor:
         """``(B, N)`` token relevance → ``(B, grid_h, grid_w)`` patch relevance."""
         return relevance[:, self.num_prefix_tokens :].reshape(-1, *self.grid_size)
+
+    # The questions the stages ask every layout (a windowed layout answers them for its blocks).
+    def attention_mismatch(self, layer: int, attention: torch.Tensor) -> str | None:
+        """Why layer ``layer``'s ``(B, H, N, N)`` attention does not fit this layout, or ``None``."""
+        if attention.shape[-1] == self.num_tokens:
+            return None
+        return (
+            f"layer {layer} attends over {attention.shape[-1]} tokens, but the config describes "
+            f"{self.num_prefix_tokens} prefix tokens + {self.grid_size[0]}×{self.grid_size[1]} patches "
+            f"= {self.num_tokens}; the model's token layout is not supported"
+        )
+
+    def layer_map(self, method_map: Callable, layer: int, attention: torch.Tensor, grad, settings: tuple) -> torch.Tensor:
+        """Layer ``layer``'s ``(B, N, N)`` factor: ``method_map(attention, grad, *settings, cls_index)``."""
+        return method_map(attention, grad, *settings, self.cls_index)
+
+    def step(self, layer: int) -> int:
+        """Chain step of attention layer ``layer`` (every layer is one step)."""
+        return layer
+
+    def num_steps(self, num_layers: int) -> int:
+        return num_layers
+
+    def fixed_maps(self, batch: int, device=None) -> dict[int, torch.Tensor]:
+        """Maps known before the forward pass (none for a global-attention ViT)."""
+        return {}

@@ -6,8 +6,12 @@ import numpy as np
 from PIL import Image
 
 
-def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
-    """``(H, W)`` values in ``[0, 1]`` → ``(H, W, 3)`` uint8 RGB through a matplotlib colormap.
+#: Rows blended at a time by :func:`overlay` (bounds its temporary memory for huge images).
+BAND_ROWS = 512
+
+
+def colour_table(colormap: str = "jet") -> np.ndarray:
+    """``(N, 3)`` uint8 RGB entries of a matplotlib colormap (its own lookup table).
 
     Raises:
         ValueError: for a colormap name matplotlib does not know (the message lists how to find one).
@@ -21,8 +25,20 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
             f"unknown colormap {colormap!r}; use a matplotlib name such as 'jet', 'viridis', 'inferno', 'turbo' "
             "(see matplotlib.colormaps)"
         ) from None
-    rgba = cmap(np.clip(np.asarray(heatmap, dtype=np.float64), 0.0, 1.0))
-    return np.round(rgba[..., :3] * 255).astype(np.uint8)
+    return np.round(cmap(np.arange(cmap.N))[:, :3] * 255).astype(np.uint8)
+
+
+def _table_index(values: np.ndarray, entries: int) -> np.ndarray:
+    """matplotlib's own lookup: ``floor(x·N)``, with ``x = 1`` in the last entry."""
+    index = (np.clip(values, 0.0, 1.0) * entries).astype(np.int64)
+    return np.minimum(index, entries - 1, out=index)
+
+
+def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """``(H, W)`` values in ``[0, 1]`` → ``(H, W, 3)`` uint8 RGB through a matplotlib colormap
+    (the same colours as ``cmap(x)``, from its lookup table, without float64 copies)."""
+    table = colour_table(colormap)
+    return table[_table_index(np.asarray(heatmap, dtype=np.float32), len(table))]
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
@@ -39,12 +55,17 @@ def overlay(image: Image.Image, heatmap: np.ndarray, colormap: str = "jet", alph
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    if base.shape[:2] != heatmap.shape:
-        raise ValueError(f"heat-map shape {heatmap.shape} does not match image size {base.shape[:2]}")
-    colour = colorize(heatmap, colormap).astype(np.float32)
-    blended = (1.0 - alpha) * base + alpha * colour
-    return Image.fromarray(np.round(blended).astype(np.uint8))
+    if (image.height, image.width) != heatmap.shape:
+        raise ValueError(f"heat-map shape {heatmap.shape} does not match image size {(image.height, image.width)}")
+    base = np.asarray(image.convert("RGB"))
+    table = colour_table(colormap).astype(np.float32)
+    out = np.empty_like(base)
+    for top in range(0, base.shape[0], BAND_ROWS):
+        rows = slice(top, top + BAND_ROWS)
+        colour = table[_table_index(np.asarray(heatmap[rows], dtype=np.float32), len(table))]
+        blended = (1.0 - alpha) * base[rows].astype(np.float32) + alpha * colour
+        out[rows] = np.round(blended).astype(np.uint8)
+    return Image.fromarray(out)
 
 
 def plot_grid(explanations, ncols: int = 4, colormap: str = "jet", alpha: float = 0.5, titles=None, size: float = 2.6):

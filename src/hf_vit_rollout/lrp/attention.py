@@ -1,12 +1,12 @@
-"""The attention function registered through ``transformers``' ``AttentionInterface``.
+"""The attention function that attaches the LRP rules to ``q·kᵀ``, the softmax and ``A·v``.
 
-While a :class:`~hf_vit_rollout.lrp.context.RelevanceContext` is active, the configs of its model
-name :data:`ATTENTION_NAME` as their attention implementation, so every self-attention module of
-the model calls :func:`relevance_attention` with its projected ``query, key, value``. The function
-computes ordinary (eager) scaled dot-product attention and returns the attention probabilities;
-for the thread that owns the context it also attaches the context's rules to the two matrix
-products and the softmax. Any other thread that runs the model meanwhile gets plain eager
-attention from it (same values, ordinary gradients).
+:class:`~hf_vit_rollout.capture.AttentionCapture` points the vision tower's configs at the attention
+function it registers through ``transformers``' ``AttentionInterface``; while a
+:class:`~hf_vit_rollout.lrp.context.RelevanceContext` is active in a thread, that dispatcher computes
+the recorded layers of this thread with :func:`relevance_attention` (via
+:func:`~hf_vit_rollout.capture.set_attention_function`). It computes ordinary (eager) scaled
+dot-product attention and returns the attention probabilities, with the context's rules attached.
+Other threads never reach it: the dispatcher gives them their own implementation.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ import threading
 
 import torch
 from torch import nn
-
-#: Name under which :func:`relevance_attention` is registered with ``transformers.AttentionInterface``.
-ATTENTION_NAME = "hf_vit_rollout_lrp"
 
 _local = threading.local()
 
@@ -70,10 +67,3 @@ def relevance_attention(
         mixed, value = context.mixing_operands(weights, value)
     output = torch.matmul(mixed, value).transpose(1, 2).contiguous()
     return output, weights
-
-
-def register() -> None:
-    """Register :func:`relevance_attention` under :data:`ATTENTION_NAME` (idempotent)."""
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(ATTENTION_NAME, relevance_attention)

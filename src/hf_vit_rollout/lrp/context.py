@@ -7,19 +7,19 @@ the model's code is copied or replaced: the rules are attached by
 
 * forward hooks that substitute the output of every ``nn.Linear``, ``nn.LayerNorm`` and element-wise
   activation module by a gate with the same value (see :mod:`hf_vit_rollout.lrp.rules`);
-* the attention function :func:`~hf_vit_rollout.lrp.attention.relevance_attention`, selected through
-  ``AttentionInterface`` by switching the configs' attention implementation for the context;
+* the attention function :func:`~hf_vit_rollout.lrp.attention.relevance_attention`, which the
+  capture's registered attention function (``AttentionInterface``) runs for this thread's recorded
+  layers; the context enters an :class:`~hf_vit_rollout.capture.AttentionCapture` of its own when
+  the thread has none over the same layers;
 * for the normalised addition rule only, a thread-local ``TorchFunctionMode`` that gates additions of
   two equally shaped ``(B, N, D)`` tensors inside encoder layers (the residual connections);
 * a forward pre-hook on the first encoder layer that makes its input hidden states a fresh leaf
   (:attr:`RelevanceContext.inputs`): relevance is read there, ``R = inputs ⊙ relevance_grad``.
 
-Thread safety: hooks and the addition mode act only for the thread that entered the context; other
-threads running the same model meanwhile are unaffected, except that the attention-implementation
-switch is model-global state: for the context's duration they run the registered function, which
-for them computes plain eager attention (same values and gradients as ``"eager"``, not SDPA's
-kernel). On exit (also on error) hooks are removed, the mode is popped, and every config's attention
-implementation and every module's ``training`` flag are restored.
+Thread safety: hooks, the attention function and the addition mode act only for the thread that
+entered the context; other threads running the same model meanwhile get their usual outputs and
+gradients (what they observe of the capture's model-level switch is described in
+:mod:`hf_vit_rollout.capture`). On exit (also on error) hooks are removed and the mode is popped.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..capture import _all_configs, find_attention_modules
+from .. import capture as capture_module
+from ..capture import AttentionCapture, find_attention_modules
 from . import attention as attention_fn
 from .rules import (
     ATTNLRP,
@@ -135,6 +136,12 @@ class RelevanceContext:
         self.root = model if root is None else root
         if attention_modules is None:
             attention_modules = find_attention_modules(self.root)
+        if any(capture_module._eager_function(module) is None for _, module, _ in attention_modules):
+            raise ValueError(
+                f"{type(model).__name__}'s attention modules do not dispatch through transformers' "
+                "AttentionInterface, so no LRP rule can be attached to their attention"
+            )
+        self._modules = attention_modules
         self._attention_ids = {id(module) for _, module, _ in attention_modules}
         self._layers = encoder_layers(self.root, attention_modules)
         if not self._layers:
@@ -146,9 +153,10 @@ class RelevanceContext:
         self._owner: int | None = None
         self._layer_depth = 0
         self._handles: list = []
-        self._saved_impl: list = []
-        self._saved_training: list = []
         self._mode: _ResidualAdds | None = None
+        self._capture: AttentionCapture | None = None
+        self._previous_function = None
+        self._entered = False
 
     # ------------------------------------------------------------------ used by the attention function
     def score_operands(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,17 +226,19 @@ class RelevanceContext:
             self._layer_depth -= 1
 
     # ------------------------------------------------------------------ enter / exit
+    def _captured(self) -> bool:
+        """Whether this thread already records the root's attention layers (e.g. the explainer's capture)."""
+        return any(self._attention_ids <= r.module_ids for r in capture_module._active_recorders())
+
     def __enter__(self) -> RelevanceContext:
-        attention_fn.register()
         self._owner = threading.get_ident()
         self.inputs, self.attentions, self.attention_scores, self._layer_depth = None, [], [], 0
-        modules = list(self.model.modules())
-        self._saved_impl = [(c, c._attn_implementation_internal) for c in _all_configs(modules)]
-        self._saved_training = [(m, m.training) for m in modules]
         try:
-            self.model.eval()
+            if not self._captured():
+                self._capture = AttentionCapture(self.model, lambda layer, weights: None, self.root, self._modules)
+                self._capture.__enter__()
             activations = _activation_classes()
-            for module in modules:
+            for module in self.model.modules():
                 rule = self._rule_for(module, activations)
                 if rule is not None:
                     self._handles.append(module.register_forward_hook(self._output_hook(rule)))
@@ -239,27 +249,28 @@ class RelevanceContext:
                     self._handles.append(layer.register_forward_hook(self._leave_layer, always_call=True))
                 self._mode = _ResidualAdds(self)
                 self._mode.__enter__()
-            for config, _ in self._saved_impl:
-                config._attn_implementation_internal = attention_fn.ATTENTION_NAME
+            self._previous_function = capture_module.set_attention_function(attention_fn.relevance_attention)
             attention_fn.set_active_context(self)
+            self._entered = True
         except BaseException:
             self._restore()
             raise
         return self
 
     def _restore(self) -> None:
-        attention_fn.set_active_context(None)
+        if self._entered:
+            attention_fn.set_active_context(None)
+            capture_module.set_attention_function(self._previous_function)
+            self._entered = False
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
             self._mode = None
-        for config, impl in self._saved_impl:
-            config._attn_implementation_internal = impl
-        for module, training in self._saved_training:
-            if module.training != training:
-                module.training = training
+        if self._capture is not None:
+            capture, self._capture = self._capture, None
+            capture.__exit__(None, None, None)
         self._layer_depth = 0
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -273,14 +284,16 @@ class RelevanceContext:
             scores: ``(B,)`` explained scores (e.g. a logit per image), from the forward pass run
                 inside the context.
             targets: tensors of the graph (e.g. ``[ctx.inputs]`` or ``ctx.attentions``).
-            initial: ``(B,)`` relevance put on the scores; default the scores themselves (AttnLRP
-                explains the logit's value). Chefer et al. start from 1 (one-hot).
+            initial: ``(B,)`` relevance put on the scores; default from the rule set's ``start``
+                (the scores themselves for AttnLRP; one unit per image for Chefer et al.).
             retain_graph: keep the graph for a further backward pass.
 
         Returns:
             One density per target; the relevance of a target ``t`` is ``t ⊙ density``.
         """
-        grad_outputs = torch.ones_like(scores) if initial is None else _ratio(initial.to(scores.dtype), scores)
+        if initial is None:
+            initial = scores.detach() if self.rules.start == "score" else torch.ones_like(scores)
+        grad_outputs = _ratio(initial.to(scores.dtype).detach(), scores.detach())
         self.switch.relevance = True
         try:
             return torch.autograd.grad(scores, list(targets), grad_outputs=grad_outputs, retain_graph=retain_graph)

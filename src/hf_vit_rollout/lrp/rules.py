@@ -40,6 +40,8 @@ class RuleSet:
             so ``A·v`` gives all its relevance to ``v``: CP-LRP, Ali et al. 2022).
         add: ``"proportional"`` (LRP-0: ``R_a = a/(a+b)·R``) or ``"normalised"`` (Chefer et al.).
         epsilon: the ε of the ε-rule.
+        start: the relevance put on each explained score: ``"score"`` (the score's value: AttnLRP
+            explains the logit) or ``"unit"`` (one unit per image: Chefer et al.'s one-hot start).
 
     The matrix products of attention get the uniform rule (half the relevance to each operand;
     except ``A·v`` under ``softmax="constant"``) and element-wise activations the identity rule.
@@ -51,6 +53,7 @@ class RuleSet:
     softmax: str
     add: str
     epsilon: float = 1e-6
+    start: str = "score"
 
 
 #: AttnLRP (Achtibat et al., ICML 2024).
@@ -58,7 +61,11 @@ ATTNLRP = RuleSet("attnlrp", linear="epsilon", layer_norm="std_constant", softma
 #: The LRP of Chefer, Gur & Wolf (CVPR 2021), "Transformer Interpretability Beyond Attention Visualization".
 #: CP-LRP (Ali et al., ICML 2022): AttnLRP's rules with the attention weights held constant.
 CP_LRP = RuleSet("cp_lrp", linear="epsilon", layer_norm="std_constant", softmax="constant", add="proportional")
-CHEFER2021 = RuleSet("chefer2021", linear="alpha1_beta0", layer_norm="identity", softmax="identity", add="normalised")
+CHEFER2021 = RuleSet(
+    "chefer2021", linear="alpha1_beta0", layer_norm="identity", softmax="identity", add="normalised", start="unit"
+)
+#: The rule sets by name (the names :class:`~hf_vit_rollout.methods.MethodSpec` ``rules`` use).
+RULE_SETS = {rules.name: rules for rules in (ATTNLRP, CP_LRP, CHEFER2021)}
 
 
 class _Switch:

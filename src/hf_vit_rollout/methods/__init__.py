@@ -1,9 +1,11 @@
 """Explanation methods: pure functions over attention tensors, and the registry that names them.
 
-Every method is a chain of per-layer ``(B, N, N)`` matrices ``M_l`` built from the layer's attention
-(and, for class-specific methods, its gradient): rollout and gradient rollout multiply them
-(``R = M_L ··· M_1``), attention flow solves a max-flow over them. Adding a method is one
-``layer_map`` function plus one :data:`METHODS` entry; the explainer has no per-method branches.
+Most methods are a chain of per-layer ``(B, N, N)`` matrices ``M_l`` built from the layer's attention
+(and, for class-specific methods, its gradient or its LRP relevance): rollout, gradient rollout, GAE
+and Transformer Attribution multiply them (``R = M_L ··· M_s``), attention flow solves a max-flow
+over them; raw attention reads one layer; AttnLRP reads the relevance at the network's input. Each
+:class:`MethodSpec` says what it needs from the pass (:data:`NEEDS`) and how layers combine, so
+adding a method is one function plus one :data:`METHODS` entry; the stages have no per-method branch.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from .attention import head_maps, raw_attention, raw_attention_layer
 from .attribution import transformer_attribution, transformer_attribution_layer
-from .flow import FLOW_SCALE, attention_flow, flow_error_bound, flow_from_layers
+from .flow import FLOW_SCALE, SCIPY_FLOW_SCALE, attention_flow, flow_error_bound, flow_from_layers
 from .gradient import gae, gae_layer, gradient_rollout, gradient_rollout_layer
 from .layers import check_head, check_layer, check_start_layer
 from .rollout import (
@@ -34,6 +36,14 @@ def _rollout_layer_map(attention, grad, head_fusion, discard_ratio, keep_index):
     return rollout_layer(attention, head_fusion, discard_ratio, keep_index)
 
 
+#: What a method can need from the pass: the attention maps; their gradients (ordinary backward
+#: pass); their LRP relevance; the LRP relevance of the tokens at the first encoder layer's input.
+NEEDS = ("attention", "attention_gradient", "attention_relevance", "input_relevance")
+#: How a method combines what the pass gave: multiply the per-layer maps (``"product"``), max-flow
+#: through them (``"flow"``), one layer's map (``"layer"``), or the input relevance itself (``"input"``).
+COMBINES = ("product", "flow", "layer", "input")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A named explanation method.
@@ -41,18 +51,36 @@ class MethodSpec:
     Attributes:
         name: registry key.
         needs_gradient: whether a target score is back-propagated (class-specific method).
-        layer_map: ``(attention, grad | None, head_fusion, discard_ratio, keep_index) -> (B, N, N)``.
-        combine: ``"product"`` (relevance ``= w·M_L···M_1``) or ``"flow"`` (max-flow over the maps).
+        layer_map: ``(attention, grad | None, head_fusion, discard_ratio, keep_index) -> (B, N, N)``
+            for ``"product"`` and ``"flow"`` (for methods that need attention relevance, the first
+            argument is the relevance of the attention map); ``None`` otherwise.
+        combine: one of :data:`COMBINES`.
         default_discard_ratio: used when the caller gives none.
         summary: one line for help texts.
+        needs: what the pass must provide, a subset of :data:`NEEDS`; default the attention maps,
+            plus their gradients for class-specific methods.
+        rules: name of the LRP rule set (:data:`hf_vit_rollout.lrp.RULE_SETS`) for the relevance needs.
     """
 
     name: str
     needs_gradient: bool
-    layer_map: Callable
+    layer_map: Callable | None
     combine: str
     default_discard_ratio: float
     summary: str
+    needs: frozenset = frozenset()
+    rules: str | None = None
+
+    def __post_init__(self):
+        if not self.needs:
+            default = {"attention", "attention_gradient"} if self.needs_gradient else {"attention"}
+            object.__setattr__(self, "needs", frozenset(default))
+        unknown = set(self.needs) - set(NEEDS)
+        if unknown or self.combine not in COMBINES:
+            raise ValueError(f"method {self.name!r}: unknown needs {sorted(unknown)} or combine {self.combine!r}")
+        relevance = self.needs & {"attention_relevance", "input_relevance"}
+        if bool(relevance) != (self.rules is not None):
+            raise ValueError(f"method {self.name!r}: relevance needs and an LRP rule set go together")
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -63,15 +91,39 @@ METHODS: dict[str, MethodSpec] = {
             "grad_rollout", True, gradient_rollout_layer, "product", 0.9, "gradient-weighted rollout (classic)"
         ),
         MethodSpec("gae", True, gae_layer, "product", 0.0, "Chefer et al. 2021, generic attention explainability"),
-        MethodSpec("flow", False, _rollout_layer_map, "flow", 0.9, "Attention Flow, exact max-flow (Abnar 2020)"),
+        MethodSpec("flow", False, _rollout_layer_map, "flow", 0.0, "Attention Flow, exact max-flow (Abnar 2020)"),
+        MethodSpec(
+            "transformer_attribution",
+            True,
+            transformer_attribution_layer,
+            "product",
+            0.0,
+            "Chefer et al. 2021 (CVPR), LRP relevance × gradient of attention, rolled out",
+            needs=frozenset({"attention", "attention_gradient", "attention_relevance"}),
+            rules="chefer2021",
+        ),
+        MethodSpec(
+            "attnlrp",
+            True,
+            None,
+            "input",
+            0.0,
+            "AttnLRP (Achtibat et al. 2024), relevance of the input tokens",
+            needs=frozenset({"input_relevance"}),
+            rules="attnlrp",
+        ),
+        MethodSpec("attention", False, None, "layer", 0.0, "raw attention of one layer and head, from the output token"),
     )
 }
 
 __all__ = [
+    "COMBINES",
     "FLOW_SCALE",
     "HEAD_FUSIONS",
     "METHODS",
+    "NEEDS",
     "MethodSpec",
+    "SCIPY_FLOW_SCALE",
     "add_residual_and_normalize",
     "attention_flow",
     "attention_rollout",

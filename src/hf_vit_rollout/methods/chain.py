@@ -12,6 +12,12 @@ turn instead of being multiplied in the wrong place.
   multiplied into a ``(B, N, N)`` running product ``M_l ··· M_0`` instead, which costs ``B·N³``
   per layer but bounds the extra memory at ``buffer_bytes + O(B·N²)``. ``buffer_bytes=0`` always
   folds into the product (strict ``O(B·N²)`` memory).
+
+Maps need not be square: a hierarchical model's chain holds ``(B, N_{l+1}, N_l)`` maps where the
+token count changes (Swin's patch merging, :func:`hf_vit_rollout.windows.merge_matrix`), and the
+relevance then comes out over the first layer's ``N_0`` tokens while ``output_weights`` weigh the
+last layer's. Consecutive maps must link (``M_{l+1}.shape[-1] == M_l.shape[-2]``); a break raises
+``ValueError`` naming both layers.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ import torch
 
 
 class ChainFold:
-    """Accumulate the relevance ``w · M_{L-1} ··· M_0`` of per-layer ``(B, N, N)`` maps.
+    """Accumulate the relevance ``w · M_{L-1} ··· M_0`` of per-layer ``(B, N_{l+1}, N_l)`` maps.
 
     Args:
-        output_weights: ``(N,)`` weights ``w`` of the output tokens.
+        output_weights: ``(N_L,)`` weights ``w`` of the output tokens (the last map's rows).
         direction: ``"forward"`` (maps arrive 0, 1, ...) or ``"backward"`` (maps arrive L-1, L-2, ...).
         buffer_bytes: forward direction only: how many bytes of maps may be held before they are
             multiplied into the running product (see the module docstring).
@@ -48,10 +54,11 @@ class ChainFold:
         self._buffer: list[torch.Tensor] = []  # forward: maps after the product, in layer order
         self._buffered = 0
         self._next: int | None = start_layer if direction == "forward" else None
+        self._linked: tuple[int, int] | None = None  # (layer, tokens) the next map must link to
         self.num_folded = 0  # forward maps multiplied into the (B, N, N) product (B·N³ each)
 
     def add(self, layer: int, layer_map: torch.Tensor) -> None:
-        """Hand in layer ``layer``'s ``(B, N, N)`` map."""
+        """Hand in layer ``layer``'s ``(B, N_{l+1}, N_l)`` map (square for attention layers)."""
         if layer in self._seen:
             raise ValueError(f"layer {layer} was added twice")
         self._seen.add(layer)
@@ -77,9 +84,26 @@ class ChainFold:
         w = self.output_weights.to(device=m.device, dtype=m.dtype)
         return w.expand(m.shape[0], -1)
 
+    def _link(self, layer: int, m: torch.Tensor) -> None:
+        """Check that ``m`` links to the previously folded map; remember what the next must match."""
+        forward = self.direction == "forward"
+        size, other = (m.shape[-1], m.shape[-2]) if forward else (m.shape[-2], m.shape[-1])
+        if self._linked is None and not forward and size != self.output_weights.shape[-1]:
+            raise ValueError(
+                f"layer {layer} has {size} output tokens but {self.output_weights.shape[-1]} output weights were given"
+            )
+        if self._linked is not None and size != self._linked[1]:
+            side = "input" if forward else "output"
+            raise ValueError(
+                f"layer {layer}'s map {tuple(m.shape)} does not link to layer {self._linked[0]}: it has {size} "
+                f"{side} tokens where layer {self._linked[0]} has {self._linked[1]}"
+            )
+        self._linked = (layer, other)
+
     def _drain(self) -> None:
         while self._next is not None and self._next in self._pending:
             m = self._pending.pop(self._next)
+            self._link(self._next, m)
             if self.direction == "forward":
                 self._buffer.append(m)
                 self._buffered += m.numel() * m.element_size()
@@ -110,6 +134,10 @@ class ChainFold:
         if self.direction == "backward":
             return self._state
         last = self._buffer[-1] if self._buffer else self._state
+        if last.shape[-2] != self.output_weights.shape[-1]:
+            raise ValueError(
+                f"the last layer has {last.shape[-2]} output tokens but {self.output_weights.shape[-1]} output weights were given"
+            )
         row = self._row(last)
         for held in reversed(self._buffer):
             row = torch.bmm(row.unsqueeze(1), held).squeeze(1)

@@ -1,0 +1,124 @@
+"""Loading a checkpoint the ``transformers`` way, shared by the explainer and the pipeline.
+
+One rule for every front door: a checkpoint saved as ``*ForImageClassification`` loads with its
+head; anything else (a backbone such as ``Dinov2Model``, a CLIP model) loads as ``AutoModel``, so a
+backbone is never given a randomly initialised classifier. ``"demo"`` names the checkpoint shipped
+in the package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import UnsupportedModelError
+from .tokens import layout_from_config
+
+#: Name that resolves to the checkpoint shipped in the package.
+DEMO_MODEL = "demo"
+
+#: Name that resolves to the small Swin shipped in the package.
+DEMO_SWIN_MODEL = "demo-swin"
+
+#: Keyword arguments of ``from_pretrained`` that concern finding files (passed to every loader).
+HUB_KWARGS = (
+    "cache_dir",
+    "force_download",
+    "local_files_only",
+    "proxies",
+    "revision",
+    "subfolder",
+    "token",
+    "trust_remote_code",
+)
+
+
+def demo_model_path() -> Path:
+    """Directory of the shipped demo checkpoint (a standard Hugging Face checkpoint folder)."""
+    return Path(__file__).resolve().parent / "demo" / "checkpoint"
+
+
+def demo_swin_path() -> Path:
+    """Directory of the shipped demo Swin checkpoint."""
+    return Path(__file__).resolve().parent / "demo" / "checkpoint_swin"
+
+
+def resolve_source(name_or_path) -> str | Path:
+    """``"demo"`` / ``"demo-swin"`` → a shipped checkpoint; a missing local path → ``OSError`` with what to pass."""
+    if str(name_or_path) == DEMO_MODEL:
+        return demo_model_path()
+    if str(name_or_path) == DEMO_SWIN_MODEL:
+        return demo_swin_path()
+    text = str(name_or_path)
+    if (Path(text).is_absolute() or text.startswith((".", "~"))) and not Path(text).expanduser().is_dir():
+        raise OSError(
+            f"could not load a checkpoint from {text!r}: no such directory. Pass an existing checkpoint "
+            f"directory (with config.json), a Hub id, or {DEMO_MODEL!r}."
+        )
+    return name_or_path
+
+
+def check_family(config) -> None:
+    """Raise :class:`UnsupportedModelError` for architectures without global self-attention."""
+    try:
+        layout_from_config(config, (1, 1))
+    except ValueError as exc:
+        raise UnsupportedModelError(str(exc)) from None
+
+
+def load_config(name_or_path, **hf_kwargs):
+    """The checkpoint's config, checked to be an explainable family (before any weights load)."""
+    from transformers import AutoConfig
+
+    source = resolve_source(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(source, **{k: v for k, v in hf_kwargs.items() if k in HUB_KWARGS})
+    except OSError as exc:
+        raise OSError(
+            f"could not load a checkpoint from {str(name_or_path)!r}: {exc}\n"
+            "Pass an existing local checkpoint directory, a Hub id reachable from this machine "
+            f"(offline: one already in the cache, with local_files_only=True), or {DEMO_MODEL!r}."
+        ) from exc
+    check_family(config)
+    return config
+
+
+def is_classifier(config) -> bool:
+    """Whether the checkpoint was saved with an image-classification head."""
+    return any("ForImageClassification" in a for a in (getattr(config, "architectures", None) or []))
+
+
+def load_model(name_or_path, **hf_kwargs):
+    """The model, with its head if it was saved with one, else as a backbone (``AutoModel``)."""
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    config = load_config(name_or_path, **hf_kwargs)
+    auto = AutoModelForImageClassification if is_classifier(config) else AutoModel
+    return auto.from_pretrained(resolve_source(name_or_path), **hf_kwargs)
+
+
+def load_processors(name_or_path, **hf_kwargs):
+    """``(image_processor, tokenizer or None)``: the PIL image processor (no torchvision needed)."""
+    from transformers import AutoImageProcessor
+
+    source = resolve_source(name_or_path)
+    hub = {k: v for k, v in hf_kwargs.items() if k in HUB_KWARGS}
+    processor = AutoImageProcessor.from_pretrained(source, backend="pil", **hub)
+    tokenizer = None
+    if getattr(load_config(name_or_path, **hub), "text_config", None) is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub)
+    return processor, tokenizer
+
+
+class ExplainableModel:
+    """``from_pretrained`` for the ``vit-explanation`` pipeline task: the loading rule above.
+
+    ``transformers.pipeline`` loads a task's model through the classes registered for it; this one
+    applies :func:`load_model`, so a backbone checkpoint stays a backbone in the pipeline too.
+    """
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **hf_kwargs):
+        hf_kwargs.pop("_from_pipeline", None)
+        return load_model(name_or_path, **hf_kwargs)

@@ -1,0 +1,263 @@
+"""One call's settings, validated once into a frozen value that every stage takes.
+
+The explainer, the ``transformers`` pipeline, the CLI and the app all build an :class:`ExplainRequest`
+(the explainer's defaults, overridden per call) and hand it to the same stages; nothing below this
+module re-checks a setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from .errors import TargetError
+from .methods import METHODS, MethodSpec, check_head, check_head_fusion, check_layer, check_start_layer
+
+
+def check_method(method) -> MethodSpec:
+    """A registry name → its :class:`MethodSpec` (close names suggested on a typo)."""
+    if not isinstance(method, str) or method not in METHODS:
+        close = difflib.get_close_matches(str(method), METHODS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown method {method!r}{hint}; choose one of {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def _is_number(value) -> bool:
+    """Python and numpy ints and floats (``np.float32(0.5)`` included); never a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_discard_ratio(discard_ratio) -> float:
+    """A fraction in ``[0, 1)`` (any real number type, numpy scalars included) → ``float``."""
+    if not _is_number(discard_ratio):
+        raise ValueError(f"discard_ratio must be a number in [0, 1), got {discard_ratio!r}")
+    if not math.isfinite(discard_ratio) or not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(
+            f"discard_ratio must lie in [0, 1) (the fraction of weakest attentions dropped per layer), got {discard_ratio}"
+        )
+    return float(discard_ratio)
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """A whole number ``>= minimum`` (Python or numpy integer) → ``int``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_megabytes(value, name: str) -> float:
+    """A size in MiB ``>= 0`` (``math.inf`` allowed) → ``float``."""
+    if not _is_number(value) or math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0 (MiB), got {value!r}")
+    return float(value)
+
+
+def _check_target_item(item, where: str):
+    if item is None or isinstance(item, str):
+        return item
+    if isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)):
+        return int(item)
+    raise TargetError(
+        f"{where} must be a class index (int), a label name (str) or None (the predicted class), "
+        f"got {type(item).__name__} {item!r}"
+    )
+
+
+def normalize_target(target):
+    """A user's ``target`` → ``None``, an ``int``, a ``str``, a callable, or a tuple with one per image.
+
+    Accepted per image: a class index (Python or numpy integer), a label name, or ``None`` for the
+    predicted class. Lists, tuples, numpy arrays, tensors and other sized sequences (e.g. a
+    ``datasets`` column) give one target per image. Dicts and sets are refused: they have no order.
+
+    Raises:
+        TargetError: anything else, with what to pass instead.
+    """
+    if target is None or callable(target):
+        return target
+    if isinstance(target, (dict, set, frozenset)):
+        raise TargetError(
+            f"target is a {type(target).__name__}, which has no image order; pass one target for every image, "
+            "or a list with one per image"
+        )
+    if hasattr(target, "tolist") and not isinstance(target, (str, bytes)):  # numpy / torch, scalar or array
+        target = target.tolist()
+    if isinstance(target, (list, tuple)) or (
+        not isinstance(target, (str, bytes)) and hasattr(target, "__iter__") and hasattr(target, "__len__")
+    ):
+        return tuple(_check_target_item(t, f"target[{i}]") for i, t in enumerate(target))
+    return _check_target_item(target, "target")
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """The settings of one explanation call, validated.
+
+    Attributes:
+        method: registry name (see :data:`~hf_vit_rollout.methods.METHODS`).
+        head_fusion: ``"mean"``, ``"min"`` or ``"max"``.
+        discard_ratio: in ``[0, 1)``, or ``None`` for the method's default (see :attr:`ratio`).
+        target: ``None`` (predicted class), an index, a label name, a tuple with one per image, or a
+            callable ``score(outputs) -> (B,)`` tensor.
+        text: a description to explain the image-text similarity of (image-text models only).
+        top_k: explain each of the ``top_k`` most probable classes (one forward pass).
+        progress: show progress bars.
+        full_resolution: heat-maps at the image's full resolution instead of a bounded one.
+        layer: method ``"attention"``: which layer's attention (negative from the end; default -1).
+        head: method ``"attention"``: which head, or ``None`` to fuse the heads with ``head_fusion``.
+        start_layer: product methods (``rollout``, ``grad_rollout``, ``gae``,
+            ``transformer_attribution``): the first layer multiplied in (default 0).
+
+    ``layer``, ``head`` and ``start_layer`` are checked against the model's layer and head counts by
+    :meth:`check_model` (the explainer calls it when it builds a request).
+    """
+
+    method: str = "rollout"
+    head_fusion: str = "mean"
+    discard_ratio: float | None = None
+    target: Any = None
+    text: str | None = None
+    top_k: int | None = None
+    progress: bool = False
+    full_resolution: bool = False
+    layer: int | None = None
+    head: int | None = None
+    start_layer: int | None = None
+
+    def __post_init__(self):
+        spec = check_method(self.method)
+        object.__setattr__(self, "head_fusion", check_head_fusion(self.head_fusion))
+        if self.discard_ratio is not None:
+            object.__setattr__(self, "discard_ratio", check_discard_ratio(self.discard_ratio))
+        object.__setattr__(self, "target", normalize_target(self.target))
+        if self.top_k is not None:
+            object.__setattr__(self, "top_k", check_count(self.top_k, "top_k"))
+        for name in ("layer", "head", "start_layer"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+                    raise ValueError(f"{name} must be an integer (negative counts from the end), got {value!r}")
+                object.__setattr__(self, name, int(value))
+        for flag in ("progress", "full_resolution"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        self._check_combination(spec)
+        self._check_layer_settings(spec)
+
+    def _check_combination(self, spec: MethodSpec) -> None:
+        wanted = [name for name in ("target", "text", "top_k") if getattr(self, name) is not None]
+        if len(wanted) > 1:
+            raise TargetError(f"give only one of target=, text= and top_k=, not both {wanted[0]}= and {wanted[1]}=")
+        if self.text is not None and (not isinstance(self.text, str) or not self.text.strip()):
+            raise TargetError(f"text must be a non-empty string, got {self.text!r}")
+        if wanted and not spec.needs_gradient and not self._only_predicted():
+            gradient_methods = [name for name, s in METHODS.items() if s.needs_gradient]
+            raise TargetError(
+                f"method {spec.name!r} is class-agnostic and takes no {wanted[0]}; to explain a class or a text "
+                f"use a class-specific method: {', '.join(repr(m) for m in gradient_methods)}"
+            )
+
+    def _check_layer_settings(self, spec: MethodSpec) -> None:
+        if (self.layer is not None or self.head is not None) and spec.combine != "layer":
+            layered = [name for name, s in METHODS.items() if s.combine == "layer"]
+            raise ValueError(
+                f"layer= and head= choose one attention map, for method {layered[0]!r}; method {spec.name!r} "
+                "uses every layer (to leave out early layers of a product method, pass start_layer=)"
+            )
+        if self.start_layer is not None and spec.combine != "product":
+            products = [name for name, s in METHODS.items() if s.combine == "product"]
+            raise ValueError(
+                f"start_layer= applies to the methods that multiply layers ({', '.join(products)}), "
+                f"not to {spec.name!r}"
+            )
+
+    def check_model(self, num_layers: int, num_heads: int) -> None:
+        """Raise ``ValueError`` if ``layer``, ``head`` or ``start_layer`` is out of the model's range."""
+        if self.layer is not None:
+            check_layer(self.layer, num_layers)
+        if self.head is not None:
+            check_head(self.head, num_heads)
+        if self.start_layer is not None:
+            check_start_layer(self.start_layer, num_layers)
+
+    def _only_predicted(self) -> bool:
+        """A target list of ``None`` only asks for nothing class-specific."""
+        return isinstance(self.target, tuple) and all(t is None for t in self.target)
+
+    @property
+    def spec(self) -> MethodSpec:
+        return METHODS[self.method]
+
+    @property
+    def ratio(self) -> float:
+        """The discard ratio in effect: the given one, else the method's default."""
+        return self.spec.default_discard_ratio if self.discard_ratio is None else self.discard_ratio
+
+    @property
+    def targets_per_image(self) -> bool:
+        return isinstance(self.target, tuple)
+
+    @property
+    def callable_target(self) -> Callable | None:
+        return self.target if callable(self.target) else None
+
+    def updated(self, **overrides) -> ExplainRequest:
+        """A new validated request: ``overrides`` that are not ``None`` replace this one's fields.
+
+        Raises:
+            TypeError: an unknown setting name (close names suggested).
+        """
+        names = [f.name for f in fields(self)]
+        for key in overrides:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(f"unknown setting {key!r}{hint}; the settings are {', '.join(names)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if any(k in given for k in ("target", "text", "top_k")):  # a new objective replaces the old one
+            given = {"target": None, "text": None, "top_k": None, **given}
+        return replace(self, **given)
+
+    def params(self) -> dict:
+        """The settings recorded in every :class:`~hf_vit_rollout.Explanation` (``params``)."""
+        out = {"head_fusion": self.head_fusion, "discard_ratio": self.ratio}
+        combine = self.spec.combine
+        if combine == "layer":
+            out.update(layer=-1 if self.layer is None else self.layer, head=self.head)
+        elif combine == "product":
+            out["start_layer"] = self.start_layer or 0
+        if self.text is not None:
+            out["text"] = self.text
+        return out
+
+
+def check_device(device) -> None:
+    """Raise ``ValueError`` for a device this machine's torch cannot use (``None`` is fine).
+
+    ``"bogus"`` is not a device; ``"cuda"`` needs a CUDA build of torch and a GPU; ``"cuda:3"``
+    needs four GPUs; ``"mps"`` needs Apple's Metal backend.
+    """
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device {device!r} is not available: {build}; use --device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {device!r} is not available: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} is not available on this machine; use 'cpu'")

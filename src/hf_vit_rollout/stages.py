@@ -1,0 +1,329 @@
+"""The three stages every front door runs, as in ``transformers`` pipelines.
+
+``preprocess`` (one image: load, orient, process, remember where its pixels went) →
+``forward`` (a batch: one forward pass under capture, the backward passes the method needs, the
+method's layer maps folded into token relevance) → ``postprocess`` (one image: relevance → mask →
+heat-map at a bounded size). :class:`~hf_vit_rollout.RolloutExplainer`, the ``vit-explanation``
+pipeline, the CLI and the app all call these, with one :class:`~hf_vit_rollout.request.ExplainRequest`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .capture import AttentionCapture, CaptureError
+from .errors import TargetError
+from .explanation import Explanation
+from .images import load_image
+from .lrp import RULE_SETS, RelevanceContext
+from .methods import check_layer, check_start_layer, flow_from_layers, head_maps, raw_attention_layer
+from .methods.chain import ChainFold
+from .placement import Placement, shrink_for_processor
+from .request import ExplainRequest
+from .window_capture import kept_window_geometry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedImage:
+    """One image after ``preprocess``.
+
+    Attributes:
+        image: the RGB original as displayed (EXIF orientation applied).
+        pixel_values: ``(C, H, W)`` model input.
+        placement: where the model's patches lie on ``image``.
+        target: this image's target as given (index, label name or ``None``), resolved in ``forward``.
+    """
+
+    image: Image.Image
+    pixel_values: torch.Tensor
+    placement: Placement
+    target: int | str | None = None
+
+
+@dataclass
+class ImagePass:
+    """One image after ``forward``: ``(k, N)`` token relevance for each of its ``k`` explained targets;
+    ``heads``: ``(H, N)`` per-head relevance (method ``"attention"`` with ``head=None``), else ``None``."""
+
+    relevance: torch.Tensor
+    explained: list
+    probabilities: np.ndarray | None
+    heads: torch.Tensor | None = None
+
+
+def preprocess(explainer, source, target=None, where: str = "image") -> PreparedImage:
+    """Load and process one image (see :func:`~hf_vit_rollout.images.load_image` for inputs)."""
+    image = load_image(source, where)
+    processor = explainer.image_processor
+    try:
+        pixel_values = processor(images=shrink_for_processor(image, processor), return_tensors="pt")["pixel_values"][0]
+    except Exception as exc:  # processors raise many types for odd images
+        raise ValueError(f"the image processor could not prepare {where}: {exc}") from exc
+    layout = explainer.layout(tuple(pixel_values.shape[-2:]))
+    placement = Placement.of(processor, image.size, explainer.patch_size, layout.grid_size)
+    return PreparedImage(image, pixel_values, placement, target)
+
+
+# ------------------------------------------------------------------------------------------ forward
+def _check_scores(scores, batch: int) -> torch.Tensor:
+    """A callable target's output: a ``(B,)`` floating tensor on the autograd graph, all finite."""
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or scores.shape[0] != batch:
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise TargetError(f"a callable target must return a ({batch},) tensor of scores, one per image, got {shape}")
+    if not scores.is_floating_point():
+        raise TargetError(f"a callable target must return floating-point scores, got dtype {scores.dtype}")
+    if not scores.requires_grad:
+        raise TargetError(
+            "the callable target's scores carry no gradient: compute them from the model outputs it is given, "
+            "without .detach(), .item(), numpy or torch.no_grad()"
+        )
+    return scores
+
+
+def _objectives(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest):
+    """``[(scores (B,), explained targets)]``, one per rank (``top_k`` ranks, else one)."""
+    if request.callable_target is not None:
+        return [(_check_scores(request.callable_target(outputs), len(batch)), [None] * len(batch))]
+    if request.text is not None:
+        return [(outputs.logits_per_image[:, 0], [None] * len(batch))]
+    logits = explainer.logits_of(outputs)
+    if request.top_k is not None:
+        k = min(request.top_k, logits.shape[-1])
+        ranked = logits.detach().topk(k, dim=-1).indices
+        return [(logits.gather(1, ranked[:, r : r + 1]).squeeze(1), ranked[:, r].tolist()) for r in range(k)]
+    chosen = [int(logits[i].argmax()) if p.target is None else explainer.resolve_target(p.target) for i, p in enumerate(batch)]
+    index = torch.tensor(chosen, device=logits.device)
+    return [(logits.gather(1, index[:, None]).squeeze(1), chosen)]
+
+
+def _check_finite(scores: torch.Tensor) -> None:
+    bad = (~torch.isfinite(scores.detach())).nonzero().flatten().tolist()
+    if bad:
+        raise TargetError(
+            f"the explained score is NaN or infinite for image(s) {bad}; there is no gradient to explain. "
+            "Check the inputs and the model (or the callable target) for non-finite values"
+        )
+
+
+class _Folds:
+    """What the method needs from the pass, combined into token relevance, one fold per explained rank.
+
+    Driven by the method's :class:`~hf_vit_rollout.methods.MethodSpec` only: ``needs`` says which
+    backward passes run and what the attention hooks keep; ``combine`` how layers become relevance
+    (``"product"``: a :class:`ChainFold`; ``"flow"``: the maps kept for the max-flow; ``"layer"``: one
+    layer's map kept; ``"input"``: the LRP relevance at the first encoder layer's input).
+
+    The layout turns a layer's attention into its chain step(s): for a global-attention ViT one
+    ``(B, N, N)`` map per layer; for a windowed model (Swin) each block's folded window attention,
+    plus the patch mergings' maps, known before the pass (:mod:`hf_vit_rollout.window_layout`).
+    """
+
+    def __init__(self, layout, request: ExplainRequest, weights: torch.Tensor, buffer_mib: float, batch: int, num_layers: int):
+        self.spec, self.request, self.weights, self.layout = request.spec, request, weights, layout
+        if layout.hierarchical and self.spec.combine != "product":
+            raise ValueError(
+                f"method {self.spec.name!r} combines layers by {self.spec.combine!r}, which needs one token set "
+                "in every layer; this windowed model changes its tokens between stages, so use a method that "
+                "multiplies per-layer maps (rollout, grad_rollout or gae)"
+            )
+        if layout.hierarchical and (self.spec.rules is not None or request.start_layer):
+            raise ValueError(
+                f"{'start_layer=' if request.start_layer else repr(self.spec.name)} is not supported for windowed "
+                "models (Swin): their chain changes tokens between stages; use rollout, grad_rollout or gae"
+            )
+        self.buffer_bytes = buffer_mib * 2**20
+        self.batch = batch
+        self.layer = check_layer(-1 if request.layer is None else request.layer, num_layers)
+        self.start_layer = check_start_layer(request.start_layer or 0, num_layers)
+        self.relevance_context = None  # set in forward when the method needs LRP relevance
+        self.folds: list = []
+        self.grads: dict[int, torch.Tensor] = {}
+        self.first_attention: list[torch.Tensor] = []
+        self.new_fold()
+
+    def new_fold(self) -> None:
+        if self.spec.combine == "product":
+            backward = bool(self.spec.needs & {"attention_gradient", "attention_relevance"})
+            direction = "backward" if backward else "forward"
+            fold = ChainFold(self.weights, direction, buffer_bytes=self.buffer_bytes, start_layer=self.start_layer)
+            for step, fixed in self.layout.fixed_maps(self.batch, device=self.weights.device).items():
+                fold.add(step, fixed)
+            self.folds.append(fold)
+        else:
+            self.folds.append({})
+
+    def store(self, layer: int, attention: torch.Tensor, grad: torch.Tensor | None) -> None:
+        request = self.request
+        layer_map = self.layout.layer_map(self.spec.layer_map, layer, attention, grad, (request.head_fusion, request.ratio))
+        fold = self.folds[-1]
+        if isinstance(fold, dict):
+            fold[layer] = layer_map
+        else:
+            fold.add(self.layout.step(layer), layer_map)
+
+    def on_attention(self, layer: int, attention: torch.Tensor) -> None:
+        problem = self.layout.attention_mismatch(layer, attention)
+        if problem is not None:
+            raise CaptureError(problem)
+        combine, needs = self.spec.combine, self.spec.needs
+        if combine == "input":
+            return
+        frozen = attention.detach()
+        if combine == "layer":
+            if layer == self.layer:
+                self.folds[-1]["layer"] = frozen
+            return
+        if not needs & {"attention_gradient", "attention_relevance"}:
+            self.store(layer, frozen, None)
+            return
+        if not attention.requires_grad:
+            raise RuntimeError("attention maps carry no gradient; do not call the explainer under torch.inference_mode()")
+        attention.register_hook(lambda grad: self.on_backward(layer, frozen, grad))
+        if layer == 0:
+            self.first_attention.append(attention)
+
+    def on_backward(self, layer: int, frozen: torch.Tensor, grad: torch.Tensor) -> None:
+        """A layer's gradient (ordinary pass) or relevance density (relevance pass) arrived."""
+        if "attention_relevance" not in self.spec.needs:
+            self.store(layer, frozen, grad)
+        elif self.relevance_context.switch.relevance:
+            self.store(layer, frozen * grad, self.grads.pop(layer))  # the map's LRP relevance, its gradient
+        else:
+            self.grads[layer] = grad
+
+    def backward(self, scores: torch.Tensor, num_layers: int, retain_graph: bool) -> None:
+        """The backward passes the method needs, for one rank of explained ``scores``."""
+        needs, fold, context = self.spec.needs, self.folds[-1], self.relevance_context
+        steps = self.layout.num_steps(num_layers)
+        if "attention_gradient" in needs:
+            if "attention_relevance" not in needs:
+                fold.start_backward(steps)
+            torch.autograd.grad(scores.sum(), self.first_attention, retain_graph=retain_graph or context is not None)
+        if "attention_relevance" in needs:
+            fold.start_backward(steps)
+            context.relevance_grad(scores, self.first_attention, retain_graph=retain_graph)
+        if "input_relevance" in needs:
+            (density,) = context.relevance_grad(scores, [context.inputs], retain_graph=retain_graph)
+            fold["input"] = (context.inputs * density).sum(dim=-1).detach()
+
+    def relevance(self, fold, num_layers: int, progress: bool) -> torch.Tensor:
+        combine = self.spec.combine
+        if combine == "product":
+            return fold.relevance(self.layout.num_steps(num_layers))
+        if combine == "flow":
+            return flow_from_layers([fold[i] for i in range(num_layers)], self.weights, progress=progress)
+        if combine == "input":
+            return fold["input"]
+        layer_map = raw_attention_layer(fold["layer"], self.request.head, self.request.head_fusion)
+        return torch.einsum("i,bij->bj", self.weights.to(layer_map.dtype), layer_map)
+
+    def heads(self) -> torch.Tensor | None:
+        """``(B, H, N)``: every head's row of the chosen layer (``"layer"`` methods with ``head=None``)."""
+        if self.spec.combine != "layer" or self.request.head is not None:
+            return None
+        return head_maps(self.folds[0]["layer"].float(), self.weights)
+
+
+def _relevance_context(explainer, spec):
+    """The LRP rules a method needs attached for the pass (a no-op context for the others)."""
+    if spec.rules is None:
+        return nullcontext()
+    return RelevanceContext(explainer.model, RULE_SETS[spec.rules], explainer.vision_root, explainer.attention_modules)
+
+
+def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs: dict | None = None) -> list[ImagePass]:
+    """One forward pass for ``batch`` under capture, plus the backward passes the method needs per rank."""
+    pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
+    layout = explainer.layout(tuple(pixel_values.shape[-2:]))
+    weights = layout.output_weights(device=pixel_values.device)
+    folds = _Folds(layout, request, weights, explainer.rollout_buffer_mib, len(batch), explainer.num_layers)
+    needs_gradient = request.spec.needs_gradient
+    capture = AttentionCapture(explainer.model, folds.on_attention, explainer.vision_root, explainer.attention_modules)
+    with kept_window_geometry(explainer.window_blocks), capture, _relevance_context(explainer, request.spec) as lrp:
+        folds.relevance_context = lrp
+        with torch.enable_grad() if needs_gradient else torch.no_grad():
+            if needs_gradient:
+                pixel_values = pixel_values.detach().requires_grad_(True)
+            try:
+                outputs = explainer.run_model(pixel_values, text_inputs)
+                if needs_gradient:
+                    objectives = _objectives(explainer, outputs, batch, request)
+                    for rank, (scores, _) in enumerate(objectives):
+                        _check_finite(scores)
+                        if rank:
+                            folds.new_fold()
+                        folds.backward(scores, capture.num_layers, retain_graph=rank < len(objectives) - 1)
+                    objectives = [(None, explained) for _, explained in objectives]
+            finally:  # the graph's hooks refer to the folds: break the cycle through the C++ graph
+                folds.first_attention.clear()
+                folds.relevance_context = None
+            num_layers = capture.num_layers
+    if num_layers == 0:
+        raise CaptureError(f"no attention layer ran in {type(explainer.model).__name__}'s forward pass")
+    relevance = torch.stack([folds.relevance(f, num_layers, request.progress) for f in folds.folds], 1).detach().float().cpu()
+    heads = folds.heads()
+    heads = None if heads is None else heads.detach().float().cpu()
+    explained = list(zip(*[e for _, e in objectives])) if needs_gradient else [(None,)] * len(batch)
+    logits = explainer.logits_of(outputs, required=False)
+    probabilities = None if logits is None else explainer.probabilities(logits.detach().float()).cpu().numpy()
+    return [
+        ImagePass(
+            relevance[i],
+            list(explained[i]),
+            None if probabilities is None else probabilities[i],
+            None if heads is None else heads[i],
+        )
+        for i in range(len(batch))
+    ]
+
+
+# ------------------------------------------------------------------------------------------ postprocess
+def _mask(patch: np.ndarray, index: int) -> np.ndarray:
+    peak = float(patch.max())
+    if peak > 0 and math.isfinite(peak):
+        return (patch / peak).astype(np.float32)
+    logger.warning("image %d: no patch received any relevance; the mask is all zeros", index)
+    return np.zeros_like(patch, dtype=np.float32)
+
+
+def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
+    """One :class:`Explanation` per explained target of one image (a list when ``top_k`` is set)."""
+    layout = explainer.layout(tuple(prepared.pixel_values.shape[-2:]))
+    patches = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
+    size = prepared.placement.output_size(request.full_resolution)
+    probabilities = passed.probabilities
+    predicted = None if probabilities is None else int(probabilities.argmax())
+    head_heatmaps = None
+    if passed.heads is not None:
+        head_patches = layout.patch_relevance(passed.heads).clamp(min=0).numpy()
+        head_heatmaps = np.stack([prepared.placement.heatmap(_mask(p, index), size) for p in head_patches])
+    results = []
+    for rank, target in enumerate(passed.explained):
+        mask = _mask(patches[rank], index)
+        shown = target if target is not None else predicted
+        results.append(
+            Explanation(
+                image=prepared.image,
+                mask=mask,
+                heatmap=prepared.placement.heatmap(mask, size),
+                method=request.method,
+                target=target,
+                label=request.text if request.text is not None else explainer.id2label.get(shown) if shown is not None else None,
+                score=None if probabilities is None or shown is None else float(probabilities[shown]),
+                predicted=predicted,
+                token_relevance=passed.relevance[rank].numpy(),
+                params=request.params(),
+                placement=prepared.placement,
+                head_heatmaps=head_heatmaps,
+            )
+        )
+    return results if request.top_k is not None else results[0]
