@@ -45,6 +45,9 @@ CONFIGS = [
     MethodConfig("gae", "max", 0.0),
     MethodConfig("flow", "mean", 0.9),
     MethodConfig("flow", "mean", 0.0),
+    MethodConfig("transformer_attribution", "mean", 0.0),
+    MethodConfig("attnlrp", "mean", 0.0),
+    MethodConfig("attention", "mean", 0.0),
 ]
 BENCHMARK_SEED = HELD_OUT_SEED + 5_000_000
 

@@ -8,8 +8,8 @@ Speed (``python benchmarks/speed.py``): a random-weight DeiT-tiny-shaped model (
   (the floor for the gradient methods);
 * ``ours: <method>``: ``RolloutExplainer.relevance_maps`` on the same tensors (``rollout, product``:
   with ``rollout_buffer_mib=0``, the strict ``O(B·N²)``-memory running product);
-* ``ours: attention / transformer_attribution / attnlrp``: the new methods from their functions
-  (:func:`lrp_row`: raw attention of the last layer; Chefer et al. 2021; AttnLRP), same tensors;
+* ``ours: attention / transformer_attribution / attnlrp``: the same call for raw attention (last
+  layer, heads fused), Chefer et al.'s Transformer Attribution and AttnLRP;
 * ``original: <method>``: the original tool's approach, re-implemented here: one image at a time,
   forward hooks on the attention modules copying every map to the CPU, gradients collected by
   hooks into a list, rollout computed afterwards from the stored maps.
@@ -52,7 +52,7 @@ import time
 
 import torch
 
-from hf_vit_rollout import AttentionCapture, RolloutExplainer, attention_rollout, gae, gradient_rollout
+from hf_vit_rollout import METHODS, RolloutExplainer, attention_rollout, gae, gradient_rollout
 from hf_vit_rollout.capture import find_attention_modules
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -100,25 +100,6 @@ def forward_pass(model, x: torch.Tensor, impl: str) -> None:
     with torch.no_grad():
         model(pixel_values=x)
     model.set_attn_implementation("sdpa")
-
-
-def lrp_row(model, x: torch.Tensor, method: str) -> torch.Tensor:
-    """The new methods straight from their functions: ``attention`` (last layer, heads fused, class
-    token row), ``transformer_attribution`` (Chefer et al. 2021), ``attnlrp``; class 0 explained."""
-    from hf_vit_rollout import TokenLayout
-    from hf_vit_rollout.lrp import attnlrp_relevance, chefer_relevance
-    from hf_vit_rollout.methods import raw_attention, token_relevance, transformer_attribution
-
-    weights = TokenLayout.from_config(model.config, tuple(x.shape[-2:])).output_weights(device=x.device)
-    if method == "attnlrp":
-        return attnlrp_relevance(model, x, target=0).token_relevance
-    if method == "transformer_attribution":
-        result = chefer_relevance(model, x, target=0)
-        return token_relevance(transformer_attribution(result.attention_relevance, result.attention_grads), weights)
-    maps = []
-    with AttentionCapture(model, lambda layer, a: maps.append(a)), torch.no_grad():
-        model(pixel_values=x)
-    return raw_attention(maps, weights)
 
 
 def _glibc():
@@ -281,7 +262,7 @@ def speed(args):
             model.set_attn_implementation("sdpa")
 
         def ours(method, ratio=None, which=explainer, x=x):
-            gradient = method in ("grad_rollout", "gae")
+            gradient = METHODS[method].needs_gradient
             return lambda: which.relevance_maps(x, target=0 if gradient else None, method=method, discard_ratio=ratio)
 
         rows = {
@@ -294,15 +275,15 @@ def speed(args):
             "ours: grad_rollout": ours("grad_rollout"),
             "ours: gae": ours("gae"),
             "ours: flow": ours("flow"),
-            "ours: attention": lambda x=x: lrp_row(model, x, "attention"),
-            "ours: transformer_attribution": lambda x=x: lrp_row(model, x, "transformer_attribution"),
-            "ours: attnlrp": lambda x=x: lrp_row(model, x, "attnlrp"),
+            "ours: attention": ours("attention"),
+            "ours: transformer_attribution": ours("transformer_attribution"),
+            "ours: attnlrp": ours("attnlrp"),
         }
         if batch <= args.original_max_batch:
             rows["original: rollout"] = lambda x=x: original(x, "rollout")
             rows["original: grad_rollout"] = lambda x=x: original(x, "grad_rollout")
-        needs_backward = ("grad", "gae", "transformer_attribution", "attnlrp")
-        floors = {name: fb if any(k in name for k in needs_backward) else eager for name in rows if name not in (eager, fb)}
+        backward = [m for m, spec in METHODS.items() if spec.needs_gradient]  # floor: forward+backward
+        floors = {name: fb if any(m in name for m in backward) else eager for name in rows if name not in (eager, fb)}
         floors["forward (sdpa)"] = eager
         timings = interleaved(rows, floors, args.rounds, sync)
         for name, fn in rows.items():

@@ -131,3 +131,25 @@ def test_state_is_restored_when_an_lrp_call_fails(family_checkpoint):
             explainer(IMAGE, method=method, target=failing)
         assert explainer.model.config._attn_implementation == before and _hooks(explainer.model) == hooks
         assert torch.overrides._get_current_function_mode_stack() == []
+
+
+def test_attention_heads_are_plotted_from_an_explanation(family_checkpoint):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    explainer = RolloutExplainer.from_pretrained(family_checkpoint("vit"))
+    exp = explainer(IMAGE, method="attention", layer=-1)
+    assert exp.head_heatmaps.shape == (2, *exp.heatmap.shape)
+    assert exp.params == {"head_fusion": "mean", "discard_ratio": 0.0, "layer": -1, "head": None}
+    fig = exp.plot_heads()
+    assert sum(1 for ax in fig.axes if ax.images) == 2
+    assert explainer(IMAGE, method="attention", head=0).head_heatmaps is None
+
+
+@pytest.mark.parametrize("method", NEW_METHODS)
+def test_windowed_models_refuse_the_new_methods(checkpoint, method):
+    explainer = RolloutExplainer.from_pretrained(checkpoint("swin"))
+    with pytest.raises(ValueError, match="windowed"):
+        explainer(IMAGE, method=method)
+    with pytest.raises(ValueError, match="windowed"):
+        explainer(IMAGE, method="gae", start_layer=1, target=0)
