@@ -153,3 +153,39 @@ def test_windowed_models_refuse_the_new_methods(checkpoint, method):
         explainer(IMAGE, method=method)
     with pytest.raises(ValueError, match="windowed"):
         explainer(IMAGE, method="gae", start_layer=1, target=0)
+
+
+def test_concurrent_lrp_calls_on_one_model_match_sequential_ones():
+    """Hooks, the attention function and the residual-add mode act per thread: two threads running
+    LRP methods on the same model at once get what each would get alone."""
+    import threading
+
+    from PIL import Image
+
+    from hf_vit_rollout import demo_model_path
+
+    explainer = RolloutExplainer.from_pretrained("demo")
+    paths = sorted((demo_model_path().parent / "images").glob("*.png"))
+    images = [Image.open(p).convert("RGB") for p in paths[:2]]
+    jobs = [(images[0], "transformer_attribution"), (images[1], "attnlrp")]
+    expected = [explainer(image, method=method).token_relevance for image, method in jobs]
+    results, errors = {}, []
+    barrier = threading.Barrier(len(jobs))
+
+    def work(index, image, method):
+        try:
+            barrier.wait()
+            results[index] = [explainer(image, method=method).token_relevance for _ in range(3)]
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i, *job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for index, want in enumerate(expected):
+        for got in results[index]:
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert torch.overrides._get_current_function_mode_stack() == []
