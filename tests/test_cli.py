@@ -54,6 +54,8 @@ def test_target_by_name_and_method(checkpoint, image_files, tmp_path):
         (["IMG", "--discard_ratio", "1.5"], r"\[0, 1\)"),
         (["IMG", "--category_index", "1", "--target", "cat"], "either --category_index or --target"),
         (["IMG", "--method", "flow", "--target", "cat"], "class-agnostic"),
+        (["IMG", "--method", "attention", "--layer", "7"], "the model has 3 attention layers"),
+        (["IMG", "--method", "gae", "--start_layer", "3", "--target", "cat"], "start_layer 3 is out of range"),
     ],
 )
 def test_errors_are_one_clear_line(checkpoint, image_files, tmp_path, capsys, args, message):

@@ -55,6 +55,9 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default=None, help="class label name to explain")
     parser.add_argument("--top_k", "--top-k", type=int, default=None, help="explain each of the k most probable classes")
     parser.add_argument("--text", default=None, help="image-text models (CLIP): explain the similarity with this text")
+    parser.add_argument("--layer", type=int, default=None, help="method 'attention': which layer (default -1, the last)")
+    parser.add_argument("--head", type=int, default=None, help="method 'attention': which head (default: heads fused)")
+    parser.add_argument("--start_layer", "--start-layer", type=int, default=None, help="product methods: first layer multiplied in")
     parser.add_argument("--full_resolution", "--full-resolution", action="store_true", help="heat-maps at the image's own size")
     parser.add_argument("--out", type=Path, default=Path("."), help="output directory for overlay PNGs")
     parser.add_argument("--colormap", default="jet", help="matplotlib colormap name")
@@ -144,7 +147,8 @@ def run_explain(argv: list[str]) -> int:
             device=args.device, batch_size=args.batch_size,
         )
         request = explainer.request(
-            target=target, top_k=args.top_k, text=args.text, progress=not args.quiet, full_resolution=args.full_resolution
+            target=target, top_k=args.top_k, text=args.text, progress=not args.quiet, full_resolution=args.full_resolution,
+            layer=args.layer, head=args.head, start_layer=args.start_layer,
         )
         stems = unique_stems(paths)
         for path, stem, result in zip(paths, stems, explainer.explain_iter(paths, request)):
