@@ -257,3 +257,17 @@ def test_the_pipeline_streams_generators_and_data_sets(checkpoint, pictures):
     assert len(streamed) == len(pictures)
     for got, want in zip(streamed, direct):
         np.testing.assert_allclose(got.mask, want.mask, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_names_carry_layer_head_and_start_layer(checkpoint, tmp_path):
+    image = tmp_path / "a.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(image)
+    out = tmp_path / "out"
+    common = [str(image), "--model", checkpoint("vit"), "--out", str(out), "--quiet"]
+    assert main([*common, "--method", "attention", "--layer", "0", "--head", "1"]) == 0
+    assert main([*common, "--method", "attention", "--layer", "1"]) == 0
+    assert main([*common, "--method", "gae", "--start_layer", "1"]) == 0
+    names = sorted(p.name for p in Path(out).iterdir())
+    assert len(names) == 3
+    assert any("layer0_head1" in n for n in names) and any("layer1" in n and "head" not in n for n in names)
+    assert any("_from1_" in n for n in names)

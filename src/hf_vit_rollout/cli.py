@@ -120,8 +120,19 @@ def unique_stems(paths: list[str]) -> list[str]:
 
 
 def _output_name(stem: str, explanation, fusion: str) -> str:
-    suffix = f"_{explanation.target}" if explanation.target is not None else ""
-    return f"{stem}_{explanation.method}_{fusion}_{explanation.params['discard_ratio']:g}{suffix}.png"
+    """``<stem>_<method>_<fusion>_<discard>[_layer<l>][_head<h>][_from<s>][_<target>].png``: every
+    setting that changes the map is in the name, so two runs with different settings never collide."""
+    params = explanation.params
+    parts = [stem, explanation.method, fusion, f"{params['discard_ratio']:g}"]
+    if "layer" in params:
+        parts.append(f"layer{params['layer']}")
+    if params.get("head") is not None:
+        parts.append(f"head{params['head']}")
+    if params.get("start_layer"):
+        parts.append(f"from{params['start_layer']}")
+    if explanation.target is not None:
+        parts.append(str(explanation.target))
+    return "_".join(parts) + ".png"
 
 
 def run_explain(argv: list[str]) -> int:
