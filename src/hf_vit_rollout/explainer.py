@@ -16,15 +16,20 @@ from pathlib import Path
 import torch
 
 from . import stages
-from .capture import find_attention_modules
 from .errors import TargetError, UnsupportedModelError
 from .explanation import Explanation
 from .images import image_sources
 from .labels import label_index
-from .loading import DEMO_MODEL, check_family, demo_model_path, load_model, load_processors
+from .loading import (
+    DEMO_MODEL,
+    check_family,
+    demo_model_path,
+    load_model,
+    load_processors,
+)
 from .request import ExplainRequest, check_count, check_device, check_megabytes
 from .tokens import TokenLayout, _pair, _vision_config, layout_from_config
-from .window_capture import FORWARD_KWARGS, block_windows, find_window_blocks, window_attention_modules
+from .window_capture import attention_setup, block_windows
 from .window_layout import WindowedLayout
 
 logger = logging.getLogger(__name__)
@@ -81,19 +86,7 @@ class RolloutExplainer:
         self.model, self.image_processor, self.tokenizer = model, image_processor, tokenizer
         self.vision_root = model.vision_model if hasattr(model, "text_model") and hasattr(model, "vision_model") else model
         model_type = getattr(_vision_config(config), "model_type", None)
-        self.window_blocks = find_window_blocks(self.vision_root, model_type)  # empty unless windowed (Swin)
-        self.forward_kwargs = dict(FORWARD_KWARGS.get(model_type, {}))
-        if model_type in FORWARD_KWARGS and not self.window_blocks:
-            raise UnsupportedModelError(f"{type(model).__name__} is a {model_type!r} model without its windowed blocks")
-        if self.window_blocks:
-            self.attention_modules = window_attention_modules(self.vision_root, self.window_blocks)
-        else:
-            self.attention_modules = find_attention_modules(self.vision_root)
-        if not self.attention_modules:
-            raise UnsupportedModelError(
-                f"{type(model).__name__} has no global self-attention modules exposing attention maps, "
-                "so attention rollout cannot explain it"
-            )
+        self.window_blocks, self.forward_kwargs, self.attention_modules = attention_setup(self.vision_root, model_type)
         self.patch_size = _pair(_vision_config(config).patch_size)
         self.interpolate_pos_encoding = bool(interpolate_pos_encoding)
         if device is not None:

@@ -94,3 +94,28 @@ def kept_window_geometry(blocks: list[nn.Module]) -> Iterator[None]:
                 for block, window, shift in entry[1]:
                     if block.window_size != window or block.shift_size != shift:
                         block.window_size, block.shift_size = window, shift
+
+
+def attention_setup(vision_root: nn.Module, model_type: str | None) -> tuple[list[nn.Module], dict, list]:
+    """What a capture of this model needs: ``(window blocks, forward kwargs, attention modules)``.
+
+    Windowed models (Swin family) give their blocks, the keyword arguments that make them return
+    attention, and the blocks' attention modules; global-attention ViTs give no blocks, no extra
+    keyword arguments and their self-attention modules.
+
+    Raises:
+        UnsupportedModelError: a windowed family whose blocks are missing, or no attention modules.
+    """
+    from .capture import find_attention_modules
+    from .errors import UnsupportedModelError
+
+    name = type(vision_root).__name__
+    blocks = find_window_blocks(vision_root, model_type)
+    if model_type in FORWARD_KWARGS and not blocks:
+        raise UnsupportedModelError(f"{name} is a {model_type!r} model without its windowed blocks")
+    modules = window_attention_modules(vision_root, blocks) if blocks else find_attention_modules(vision_root)
+    if not modules:
+        raise UnsupportedModelError(
+            f"{name} has no global self-attention modules exposing attention maps, so attention rollout cannot explain it"
+        )
+    return blocks, dict(FORWARD_KWARGS.get(model_type, {})), modules
