@@ -135,3 +135,41 @@ def test_a_model_in_training_mode_is_evaluated_and_restored(checkpoint):
         list(pool.map(lambda m: explainer(pictures, method=m), ["rollout", "gae", "rollout", "gae"]))
     assert all(m.training for m in explainer.model.modules())
     assert explainer.model.config._attn_implementation == "sdpa"
+
+
+def test_captures_of_a_model_and_its_submodule_overlap_in_any_order(checkpoint):
+    """``clf`` and ``clf.vit`` share one config: counted per config, exits in any order restore it,
+    and other threads keep getting the original implementation (no recursion) meanwhile."""
+    import copy
+
+    from hf_vit_rollout.capture import AttentionCapture
+
+    explainer = RolloutExplainer.from_pretrained(checkpoint("vit"))
+    clf = explainer.model
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        reference = clf(pixel_values=x).logits
+    outer = AttentionCapture(clf, lambda layer, a: None)
+    inner = AttentionCapture(clf.vit, lambda layer, a: None)
+    outer.__enter__()
+    inner.__enter__()
+    seen = {}
+
+    def other():
+        with torch.no_grad():
+            seen["logits"] = clf(pixel_values=x).logits
+            seen["copy"] = copy.deepcopy(clf)(pixel_values=x).logits  # a copy made during a capture
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(60)
+    torch.testing.assert_close(seen["logits"], reference)
+    torch.testing.assert_close(seen["copy"], reference)
+    outer.__exit__(None, None, None)  # the outer one leaves first
+    assert clf.config._attn_implementation == ATTENTION_NAME  # the inner one still needs it
+    inner.__exit__(None, None, None)
+    inner.__exit__(None, None, None)  # a second exit releases nothing
+    assert clf.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        torch.testing.assert_close(clf(pixel_values=x).logits, reference)
+    assert len(explainer(np.zeros((32, 32, 3), np.uint8), method="gae").token_relevance) == 17

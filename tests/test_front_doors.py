@@ -271,3 +271,22 @@ def test_cli_names_carry_layer_head_and_start_layer(checkpoint, tmp_path):
     assert len(names) == 3
     assert any("layer0_head1" in n for n in names) and any("layer1" in n and "head" not in n for n in names)
     assert any("_from1_" in n for n in names)
+
+
+def test_per_call_targets_replace_the_pipelines_objective(checkpoint, pictures):
+    explainer = RolloutExplainer.from_pretrained(checkpoint("vit"))
+    predicted = [int(p.argmax()) for p in explainer.predict(pictures[:2])]
+    with_top_k = hf_pipeline(TASK, model=checkpoint("vit"), method="gae", top_k=2)
+    assert [r.target for r in with_top_k(pictures[:2], target=[0, 1])] == [0, 1]
+    with_target = hf_pipeline(TASK, model=checkpoint("vit"), method="gae", target="tabby")
+    assert [r.target for r in with_target(pictures[:2], target=[0, None])] == [0, predicted[1]]
+
+
+def test_relevance_maps_with_text_and_top_k(checkpoint):
+    clip = RolloutExplainer.from_pretrained(checkpoint("clip"), method="gae")
+    pixels = torch.rand(2, 3, 32, 32)
+    maps = clip.relevance_maps(pixels, text="a dog")
+    assert maps.shape == (2, 4, 4)
+    vit = RolloutExplainer.from_pretrained(checkpoint("vit"), method="gae")
+    with pytest.raises(ValueError, match="top_k"):
+        vit.relevance_maps(pixels, top_k=2)

@@ -202,3 +202,15 @@ def test_large_images_get_bounded_heatmaps_unless_full_resolution_is_asked(check
     full = explainer(big, full_resolution=True)
     assert full.heatmap.shape == (1500, 4000) and full.overlay().size == (4000, 1500)
     np.testing.assert_array_equal(full.heatmap, bounded.heatmap_at())
+
+
+def test_processors_whose_size_rule_rounds_twice_are_not_pre_shrunk():
+    from transformers import BitImageProcessorPil
+
+    processor = BitImageProcessorPil(size={"max_height": 64, "max_width": 64}, do_center_crop=False)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 322, 3), dtype=np.uint8))
+    assert shrink_for_processor(image, processor) is image
+    shortest = _vit_processor(size={"shortest_edge": 40})
+    direct = shortest(images=image, return_tensors="pt")["pixel_values"]
+    shrunk = shortest(images=shrink_for_processor(image, shortest), return_tensors="pt")["pixel_values"]
+    assert np.array_equal(direct.numpy(), shrunk.numpy())

@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 
 import torch
@@ -147,7 +146,7 @@ def _dispatch_attention(module, query, key, value, attention_mask, **kwargs):
             recorder.record(module, weights)
             return outputs, weights
     original = _SWITCHES.original_implementation(module.config)
-    if original in (None, "eager"):
+    if original in (None, "eager", ATTENTION_NAME):  # ATTENTION_NAME: a copy made during a capture
         return _eager_function(module)(module, query, key, value, attention_mask, **kwargs)
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -161,59 +160,52 @@ def _register_attention_function() -> None:
 
 
 # ---------------------------------------------------------------------------------------- per model
-class _ModelSwitch:
-    """Reference-counted model state of one model: attention implementation and eval mode."""
-
-    def __init__(self):
-        self.count = 0
-        self.saved_impl: list[tuple[object, object]] = []
-        self.saved_training: list[tuple[nn.Module, bool]] = []
-
-
 class _Switches:
-    """The model-level switches of every model under capture, reference-counted."""
+    """The model state changed for captures, reference-counted per config and per module.
+
+    Counting per object, not per model, keeps overlapping captures of a model and of one of its
+    submodules (``clf`` and ``clf.vit`` share a config) consistent: a config is switched by the
+    first capture that needs it and restored by the last one that used it, and a module's
+    ``training`` flag likewise.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._original: dict[int, object] = {}  # id(config) -> implementation before the switch
+        self._configs: dict[int, list] = {}  # id(config) -> [count, config, implementation before]
+        self._modules: dict[int, list] = {}  # id(module) -> [count, module, training before]
 
     def original_implementation(self, config):
-        return self._original.get(id(config), getattr(config, "_attn_implementation_internal", None))
+        """The implementation ``config`` had before any capture switched it."""
+        entry = self._configs.get(id(config))
+        return entry[2] if entry is not None else getattr(config, "_attn_implementation_internal", None)
 
     def acquire(self, model: nn.Module, configs: list, implementation: str) -> None:
         with self._lock:
-            state = self._models.get(model)
-            if state is None:
-                state = self._models[model] = _ModelSwitch()
-            if state.count == 0:
-                state.saved_impl = [(c, c._attn_implementation_internal) for c in configs]
-                state.saved_training = [(m, m.training) for m in model.modules() if m.training]
-                try:
-                    for config, impl in state.saved_impl:
-                        self._original[id(config)] = impl
-                        config._attn_implementation_internal = implementation
-                    for module, _ in state.saved_training:
-                        module.training = False
-                except BaseException:
-                    self._restore(state)
-                    raise
-            state.count += 1
+            for config in configs:
+                entry = self._configs.setdefault(id(config), [0, config, config._attn_implementation_internal])
+                entry[0] += 1
+                config._attn_implementation_internal = implementation
+            for module in model.modules():
+                entry = self._modules.setdefault(id(module), [0, module, module.training])
+                entry[0] += 1
+                if module.training:
+                    module.training = False
 
-    def release(self, model: nn.Module) -> None:
+    def release(self, model: nn.Module, configs: list) -> None:
         with self._lock:
-            state = self._models[model]
-            state.count -= 1
-            if state.count == 0:
-                self._restore(state)
-
-    def _restore(self, state: _ModelSwitch) -> None:
-        for config, impl in state.saved_impl:
-            config._attn_implementation_internal = impl
-            self._original.pop(id(config), None)
-        for module, training in state.saved_training:
-            module.training = training
-        state.saved_impl, state.saved_training = [], []
+            for config in configs:
+                entry = self._configs[id(config)]
+                entry[0] -= 1
+                if entry[0] == 0:
+                    config._attn_implementation_internal = entry[2]
+                    del self._configs[id(config)]
+            for module in model.modules():
+                entry = self._modules[id(module)]
+                entry[0] -= 1
+                if entry[0] == 0:
+                    if module.training != entry[2]:
+                        module.training = entry[2]
+                    del self._modules[id(module)]
 
 
 _SWITCHES = _Switches()
@@ -260,7 +252,9 @@ class AttentionCapture:
         self.module_ids = {id(m) for _, m, _ in self._modules}
         self._names = {id(m): name for name, m, _ in self._modules}
         self._dispatched = all(_eager_function(m) is not None for _, m, _ in self._modules)
+        self._configs = _all_configs([m for _, m, _ in self._modules])
         self._thread = None
+        self._acquired = False
 
     def record(self, module: nn.Module, weights) -> None:
         """One layer's attention, from the dispatcher or the fallback hook (capturing thread only)."""
@@ -285,12 +279,14 @@ class AttentionCapture:
         return hook
 
     def __enter__(self) -> AttentionCapture:
+        if self._acquired:
+            raise RuntimeError("this AttentionCapture is already entered; make a new one for a nested capture")
         self.num_layers = 0
         self._thread = threading.get_ident()
-        configs = _all_configs([m for _, m, _ in self._modules])
         if self._dispatched:
             _register_attention_function()
-        _SWITCHES.acquire(self.model, configs, ATTENTION_NAME if self._dispatched else "eager")
+        _SWITCHES.acquire(self.model, self._configs, ATTENTION_NAME if self._dispatched else "eager")
+        self._acquired = True
         try:
             if not self._dispatched:
                 for _, module, index in self._modules:
@@ -302,11 +298,14 @@ class AttentionCapture:
         return self
 
     def _exit(self) -> None:
+        """Undo ``__enter__``; safe to call twice (the shared switch is released once)."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         _local.recorders = [r for r in _active_recorders() if r is not self]
-        _SWITCHES.release(self.model)
+        if self._acquired:
+            self._acquired = False
+            _SWITCHES.release(self.model, self._configs)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._exit()

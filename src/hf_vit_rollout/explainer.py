@@ -327,11 +327,14 @@ class RolloutExplainer:
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
             raise ValueError("pixel_values must be a (B, C, H, W) tensor; use the explainer's __call__ for images")
         request = self.request(target=target, **settings)
+        if request.top_k is not None:
+            raise ValueError("relevance_maps gives one map per input; for top_k call it once per class (target=index)")
         count = pixel_values.shape[0]
         if request.targets_per_image and len(request.target) != count:
             raise TargetError(f"got {len(request.target)} targets for {count} images; pass one target, or one per image")
         layout = self.layout(tuple(pixel_values.shape[-2:]))
         batch = [stages.PreparedImage(None, x, None, self._target_of(request, i)) for i, x in enumerate(pixel_values)]
-        passes = stages.forward(self, batch, request)
+        text_inputs = None if request.text is None else self.text_inputs(request.text)
+        passes = stages.forward(self, batch, request, text_inputs)
         return layout.patch_relevance(torch.stack([p.relevance[0] for p in passes]))
 

@@ -21,6 +21,7 @@ keywords raise ``TypeError``. Backbone checkpoints load without a classifier, ne
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -55,7 +56,9 @@ class ViTExplanationPipeline(Pipeline):
         self.explainer = RolloutExplainer(self.model, self.image_processor, tokenizer=tokenizer)
         self.base_request = self.explainer.request(**self._pending)
 
-    def _sanitize_parameters(self, **kwargs):
+    def _sanitize_parameters(self, _request: ExplainRequest | None = None, **kwargs):
+        if _request is not None:  # already validated by __call__ (per-image targets ride with their images)
+            return {"request": _request}, {"request": _request}, {"request": _request}
         unknown = [k for k in kwargs if k not in _SETTINGS and k not in ("batch_size", "num_workers")]
         if unknown:
             raise TypeError(f"unknown keyword(s) {', '.join(map(repr, unknown))} for the {TASK!r} pipeline; it takes {', '.join(_SETTINGS)}")
@@ -79,14 +82,17 @@ class ViTExplanationPipeline(Pipeline):
             if len(request.target) != len(items):
                 raise InputError(f"got {len(request.target)} targets for {len(items)} images; pass one target, or one per image")
             items = [{"image": image, "target": target} for image, target in zip(items, request.target)]
-            kwargs["target"] = None
+            extra = {k: v for k, v in kwargs.items() if k in ("batch_size", "num_workers")}
+            results = super().__call__(items, _request=dataclasses.replace(request, target=None), **extra)
+            return results[0] if single else results
         results = super().__call__(items, **kwargs)
         return results[0] if single else results
 
     def preprocess(self, item, request: ExplainRequest):
-        image, target = (item["image"], item["target"]) if isinstance(item, dict) else (item, None)
-        if target is None and not request.targets_per_image and request.callable_target is None:
-            target = request.target
+        if isinstance(item, dict):  # an image with its own target (None: its predicted class)
+            image, target = item["image"], item["target"]
+        else:
+            image, target = item, None if request.callable_target is not None else request.target
         prepared = stages.preprocess(self.explainer, image, target)
         return {"pixel_values": prepared.pixel_values[None].to(self.dtype), "prepared": [prepared]}
 

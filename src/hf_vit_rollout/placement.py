@@ -34,8 +34,14 @@ def resized_size(processor, height: int, width: int) -> tuple[int, int]:
     size = getattr(processor, "size", None)
     if not getattr(processor, "do_resize", False) or size is None:
         return height, width
-    from transformers.image_transforms import get_resize_output_image_size, get_size_with_aspect_ratio
-    from transformers.image_utils import ChannelDimension, get_image_size_for_max_height_width
+    from transformers.image_transforms import (
+        get_resize_output_image_size,
+        get_size_with_aspect_ratio,
+    )
+    from transformers.image_utils import (
+        ChannelDimension,
+        get_image_size_for_max_height_width,
+    )
 
     shortest, longest = _size_value(size, "shortest_edge"), _size_value(size, "longest_edge")
     max_h, max_w = _size_value(size, "max_height"), _size_value(size, "max_width")
@@ -138,10 +144,20 @@ def shrink_for_processor(image: Image.Image, processor) -> Image.Image:
 
     The PIL image processors resize the 8-bit image with PIL's own ``Image.resize`` (same size, same
     filter), so doing it first gives bit-identical model inputs while the processor never converts
-    a huge original to arrays. Images the processor does not shrink are returned unchanged.
+    a huge original to arrays. Done only for PIL processors whose size rule gives the same size when
+    applied twice (a fixed height and width, or a shortest edge alone); ``max_height``/``max_width``
+    and shortest-plus-longest rules can round differently on a second pass, so those images, and
+    images the processor does not shrink, are returned unchanged.
     """
+    from transformers.image_processing_backends import PilBackend
+
+    size = getattr(processor, "size", None)
+    fixed = _size_value(size, "height") and _size_value(size, "width")
+    shortest_only = _size_value(size, "shortest_edge") and not _size_value(size, "longest_edge")
+    if not isinstance(processor, PilBackend) or not (fixed or shortest_only):
+        return image  # only where resizing twice is the same as resizing once (bit-identical input)
     res_h, res_w = resized_size(processor, image.height, image.width)
-    if res_h * res_w >= image.width * image.height or type(processor).__name__.endswith("Fast"):
+    if res_h * res_w >= image.width * image.height:
         return image
     resample = getattr(processor, "resample", None)
     resample = Image.Resampling.BILINEAR if resample is None else Image.Resampling(int(resample))

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from .errors import TargetError
-from .methods import METHODS, MethodSpec, check_head, check_head_fusion, check_layer, check_start_layer
+from .methods import (
+    METHODS,
+    MethodSpec,
+    check_head,
+    check_head_fusion,
+    check_layer,
+    check_start_layer,
+)
 
 
 def check_method(method) -> MethodSpec:

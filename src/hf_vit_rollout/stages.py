@@ -23,7 +23,13 @@ from .errors import TargetError
 from .explanation import Explanation
 from .images import load_image
 from .lrp import RULE_SETS, RelevanceContext
-from .methods import check_layer, check_start_layer, flow_from_layers, head_maps, raw_attention_layer
+from .methods import (
+    check_layer,
+    check_start_layer,
+    flow_from_layers,
+    head_maps,
+    raw_attention_layer,
+)
 from .methods.chain import ChainFold
 from .placement import Placement, shrink_for_processor
 from .request import ExplainRequest

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-
 #: Rows blended at a time by :func:`overlay` (bounds its temporary memory for huge images).
 BAND_ROWS = 512
 

@@ -17,7 +17,14 @@ from typing import ClassVar
 
 import torch
 
-from .windows import WINDOWED_FAMILIES, BlockGeometry, _pair, fold_layer_map, merge_matrix, merged_grid
+from .windows import (
+    WINDOWED_FAMILIES,
+    BlockGeometry,
+    _pair,
+    fold_layer_map,
+    merge_matrix,
+    merged_grid,
+)
 
 
 def _block_windows(model_type: str, grid, config_grid, window: int, shift: int) -> tuple[int, int]:

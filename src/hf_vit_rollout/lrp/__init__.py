@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from .attention import relevance_attention
 from .context import RelevanceContext, check_supported, encoder_layers
-from .relevance import RelevanceResult, attnlrp_relevance, chefer_relevance, explained_scores
+from .relevance import (
+    RelevanceResult,
+    attnlrp_relevance,
+    chefer_relevance,
+    explained_scores,
+)
 from .rules import ATTNLRP, CHEFER2021, CP_LRP, RULE_SETS, RuleSet
 
 __all__ = [

@@ -25,6 +25,7 @@ gradients (what they observe of the capture's model-level switch is described in
 from __future__ import annotations
 
 import threading
+
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -235,8 +236,9 @@ class RelevanceContext:
         self.inputs, self.attentions, self.attention_scores, self._layer_depth = None, [], [], 0
         try:
             if not self._captured():
-                self._capture = AttentionCapture(self.model, lambda layer, weights: None, self.root, self._modules)
-                self._capture.__enter__()
+                capture = AttentionCapture(self.model, lambda layer, weights: None, self.root, self._modules)
+                capture.__enter__()
+                self._capture = capture  # only once entered: _restore must not release it twice
             activations = _activation_classes()
             for module in self.model.modules():
                 rule = self._rule_for(module, activations)
@@ -250,6 +252,7 @@ class RelevanceContext:
                 self._mode = _ResidualAdds(self)
                 self._mode.__enter__()
             self._previous_function = capture_module.set_attention_function(attention_fn.relevance_attention)
+            self._previous_context = attention_fn.active_context()
             attention_fn.set_active_context(self)
             self._entered = True
         except BaseException:
@@ -259,7 +262,7 @@ class RelevanceContext:
 
     def _restore(self) -> None:
         if self._entered:
-            attention_fn.set_active_context(None)
+            attention_fn.set_active_context(self._previous_context)
             capture_module.set_attention_function(self._previous_function)
             self._entered = False
         for handle in self._handles:

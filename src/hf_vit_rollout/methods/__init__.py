@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 from .attention import head_maps, raw_attention, raw_attention_layer
 from .attribution import transformer_attribution, transformer_attribution_layer
-from .flow import FLOW_SCALE, SCIPY_FLOW_SCALE, attention_flow, flow_error_bound, flow_from_layers
+from .flow import (
+    FLOW_SCALE,
+    SCIPY_FLOW_SCALE,
+    attention_flow,
+    flow_error_bound,
+    flow_from_layers,
+)
 from .gradient import gae, gae_layer, gradient_rollout, gradient_rollout_layer
 from .layers import check_head, check_layer, check_start_layer
 from .rollout import (

@@ -13,7 +13,12 @@ from collections.abc import Sequence
 import torch
 
 from .layers import check_start_layer
-from .rollout import add_residual_and_normalize, chain_layers, discard_lowest, fuse_heads
+from .rollout import (
+    add_residual_and_normalize,
+    chain_layers,
+    discard_lowest,
+    fuse_heads,
+)
 
 
 def _start(start_layer: int, attentions: Sequence[torch.Tensor]) -> int:
