@@ -51,6 +51,24 @@ VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "n
           "image_size": 32, "patch_size": 8}
 
 
+#: Layer sizes of the small random family checkpoints (tests/test_families.py, tests/test_lrp_explainer.py).
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+
+
+def save_family_checkpoint(directory, config_class, model_class, extra: dict) -> str:
+    """A small random checkpoint of one family (3 classes if it has a classifier), with a 32-px
+    ViT image processor, saved to ``directory`` as a user would."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    config = config_class(**SMALL, **extra)
+    if "Classification" in model_class.__name__:
+        config.num_labels = 3
+    model_class(config).save_pretrained(directory)
+    T.ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(directory)
+    return str(directory)
+
+
 def build_checkpoint(kind: str, directory) -> str:
     """Write a random checkpoint of ``kind`` (with its image-processor config) to ``directory``."""
     import transformers as T

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import transformers as T
 
 from hf_vit_rollout import RolloutExplainer, TargetError, UnsupportedModelError
 from hf_vit_rollout.tokens import TokenLayout
 
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+from .conftest import SMALL, save_family_checkpoint
 
 # name: (config class, model class, extra config, prefix tokens, pooling)
 FAMILIES = {
@@ -30,14 +29,7 @@ FAMILIES = {
 def family_checkpoint(tmp_path_factory):
     def build(name):
         config_class, model_class, extra, _, _ = FAMILIES[name]
-        folder = tmp_path_factory.mktemp(name)
-        torch.manual_seed(0)
-        config = config_class(**SMALL, **extra)
-        if "Classification" in model_class.__name__:
-            config.num_labels = 3
-        model_class(config).save_pretrained(folder)
-        T.ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
-        return str(folder)
+        return save_family_checkpoint(tmp_path_factory.mktemp(name), config_class, model_class, extra)
 
     return build
 

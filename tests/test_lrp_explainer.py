@@ -10,7 +10,8 @@ import transformers as T
 from hf_vit_rollout import RolloutExplainer
 from hf_vit_rollout.lrp import attnlrp_relevance
 
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+from .conftest import save_family_checkpoint
+
 NEW_METHODS = ("transformer_attribution", "attnlrp", "attention")
 
 # name: (config class, model class, extra config, tokens)
@@ -32,14 +33,7 @@ def family_checkpoint(tmp_path_factory):
     def build(name):
         if name not in cache:
             config_class, model_class, extra, _ = FAMILIES[name]
-            folder = tmp_path_factory.mktemp(name)
-            torch.manual_seed(0)
-            config = config_class(**SMALL, **extra)
-            if "Classification" in model_class.__name__:
-                config.num_labels = 3
-            model_class(config).save_pretrained(folder)
-            T.ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
-            cache[name] = str(folder)
+            cache[name] = save_family_checkpoint(tmp_path_factory.mktemp(name), config_class, model_class, extra)
         return cache[name]
 
     return build
