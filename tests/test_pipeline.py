@@ -26,14 +26,16 @@ def test_task_is_registered_on_import():
 def test_pipeline_loads_with_from_pretrained_and_explains(checkpoint, pictures):
     explain = pipeline(TASK, model=checkpoint("vit"), method="gae")
     single = explain(pictures[0], target="dog")
-    assert isinstance(single, Explanation) and single.target == 1 and single.method == "gae"
+    assert set(single) == {"label", "score", "mask", "overlay", "explanation"}
+    explanation = single["explanation"]
+    assert isinstance(explanation, Explanation) and explanation.target == 1 and explanation.method == "gae"
     assert type(explain.image_processor).__name__.endswith("Pil")
 
 
 def test_pipeline_batching_matches_unbatched_and_the_explainer(checkpoint, pictures):
     explain = pipeline(TASK, model=checkpoint("deit"), method="grad_rollout")
-    batched = explain(pictures, batch_size=2, target=2)
-    one_by_one = explain(pictures, batch_size=1, target=2)
+    batched = [r["explanation"] for r in explain(pictures, batch_size=2, target=2)]
+    one_by_one = [r["explanation"] for r in explain(pictures, batch_size=1, target=2)]
     assert len(batched) == len(pictures)
     direct = hf_vit_rollout.RolloutExplainer.from_pretrained(checkpoint("deit"))(pictures, target=2, method="grad_rollout")
     for a, b, c in zip(batched, one_by_one, direct):
@@ -43,7 +45,7 @@ def test_pipeline_batching_matches_unbatched_and_the_explainer(checkpoint, pictu
 
 def test_pipeline_validates_settings_at_call(checkpoint, pictures):
     explain = explanation_pipeline(checkpoint("vit"))
-    assert explain(pictures[0]).method == "rollout"
+    assert explain(pictures[0])["explanation"].method == "rollout"
     with pytest.raises(TargetError, match="class-agnostic"):
         explain(pictures[0], target="dog")
     with pytest.raises(ValueError, match="head_fusion"):
