@@ -131,6 +131,7 @@ def test_from_pretrained_takes_a_loaded_model_and_its_processor(checkpoint, pict
     processor = AutoImageProcessor.from_pretrained(checkpoint("deit"), backend="pil")
     given = hf_vit_rollout.RolloutExplainer.from_pretrained(model, image_processor=processor)
     assert given.image_processor is processor
+    assert hf_vit_rollout.RolloutExplainer.from_pretrained(checkpoint("deit"), image_processor=processor).image_processor is processor
     clip = __import__("transformers").AutoModel.from_pretrained(checkpoint("clip"))
     assert hf_vit_rollout.RolloutExplainer.from_pretrained(clip).tokenizer is not None  # found from name_or_path too
 
