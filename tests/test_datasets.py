@@ -306,3 +306,19 @@ def test_an_interrupted_shard_write_leaves_nothing_that_looks_complete(explainer
     assert list((tmp_path / "out").iterdir()) == []
     with pytest.raises(FileNotFoundError, match="holds no shards"):
         load_shards(tmp_path / "out")
+
+
+def test_a_processor_without_resizing_gives_masks_of_each_images_grid(checkpoint):
+    import transformers
+
+    model = transformers.AutoModelForImageClassification.from_pretrained(checkpoint("vit"))
+    processor = transformers.ViTImageProcessorPil(do_resize=False)
+    explainer = RolloutExplainer(model, processor, interpolate_pos_encoding=True)
+    images = [Image.new("RGB", (32, 32), (200, 10, 10)), Image.new("RGB", (48, 40), (10, 200, 10))]
+    data = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    out = explain_dataset(data, explainer, batch_size=1)
+    assert out.features["rollout_mask"] == datasets.List(datasets.List(datasets.Value("float32")))
+    masks = [np.asarray(m, np.float32) for m in out["rollout_mask"]]
+    assert [m.shape for m in masks] == [(4, 4), (5, 6)]
+    for mask, image in zip(masks, images):
+        np.testing.assert_array_equal(mask, explainer(image).mask)
