@@ -58,6 +58,7 @@ def __getattr__(name: str):
         return explain_dataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "DEMO_MODEL",
     "METHODS",
