@@ -128,18 +128,14 @@ def explain_dataset(
     plan = [(p.name, p.settings, p.row_targets) for p in function.plans]
     spec = {"plan": plan, "outputs": function.outputs, "image_column": image_column, "target_column": target_column}
     jobs = {name: job_fingerprint(_data_identity(split), state, spec) for name, split in splits.items()}
-    if output_dir is not None:
-        for name in splits:
-            folder = output_dir if name is None else os.path.join(output_dir, name)
+    folders = {name: None if output_dir is None else os.path.join(output_dir, name or "") for name in splits}
+    for name, folder in folders.items():
+        if folder is not None:
             _shards.check_output_dir(folder, rank_world[1], jobs[name])
-
-    done = {}
-    for name, split in splits.items():
-        done[name] = _explain_split(
-            split, function, batch_size, num_proc, rank_world, jobs[name], map_options,
-            None if output_dir is None else (output_dir if name is None else os.path.join(output_dir, name)),
-            name,
-        )
+    done = {
+        name: _explain_split(split, function, batch_size, num_proc, rank_world, jobs[name], map_options, folders[name], name)
+        for name, split in splits.items()
+    }
     if None in done:
         return done[None]
     return type(dataset)(done)
