@@ -322,3 +322,16 @@ def test_a_processor_without_resizing_gives_masks_of_each_images_grid(checkpoint
     assert [m.shape for m in masks] == [(4, 4), (5, 6)]
     for mask, image in zip(masks, images):
         np.testing.assert_array_equal(mask, explainer(image).mask)
+
+
+@pytest.mark.xfail(strict=True, reason="explainer batching (reliability, issue 20): images of different sizes in one batch with a "
+                   "processor that does not resize fail with torch's 'stack expects each tensor to be equal size'")
+def test_images_of_different_sizes_share_a_batch_with_a_processor_that_does_not_resize(checkpoint):
+    import transformers
+
+    model = transformers.AutoModelForImageClassification.from_pretrained(checkpoint("vit"))
+    explainer = RolloutExplainer(model, transformers.ViTImageProcessorPil(do_resize=False), interpolate_pos_encoding=True)
+    images = [Image.new("RGB", (32, 32), (200, 10, 10)), Image.new("RGB", (48, 40), (10, 200, 10))]
+    data = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    out = explain_dataset(data, explainer, batch_size=2)
+    assert [np.shape(m) for m in out["rollout_mask"]] == [(4, 4), (5, 6)]
