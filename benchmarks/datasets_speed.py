@@ -58,7 +58,7 @@ def launched(folder: str, out: str, processes: int, batch: int, method: str, mod
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
         "-m", "hf_vit_rollout.datasets", folder, out, "--model", model, "--methods", method,
-        "--batch_size", str(batch), "--threads", "1",
+        "--batch_size", str(batch), "--threads", "1", "--no_cache",
     ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)

@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--outputs", nargs="+", default=None, help="mask target label score heatmap overlay")
     parser.add_argument("--batch_size", type=int, default=32, help="rows per batch and per forward pass")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's)")
+    parser.add_argument("--no_cache", action="store_true", help="explain again even if a cached result exists")
     return parser
 
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         part = explain_dataset(
             data, explainer, args.image_column, args.target_column, args.methods,
             outputs=args.outputs or DEFAULT_OUTPUTS, batch_size=args.batch_size, shard=(rank, world), output_dir=args.out,
+            **({"load_from_cache_file": False} if args.no_cache else {}),
         )
         seconds = time.perf_counter() - start
         rows = sum(len(p) for p in part.values()) if isinstance(part, dict) else len(part)
