@@ -141,3 +141,19 @@ def test_ray_data_map_batches_with_one_explainer_per_actor(checkpoint, small_dat
     for got, want in zip(by_label, expected):
         np.testing.assert_allclose(explained[got]["gae_mask"], direct[want].mask, rtol=1e-5, atol=1e-6)
         assert explained[got]["gae_target"] == direct[want].target
+
+
+def test_the_speed_benchmark_prints_every_in_process_row():
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "datasets_speed.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    result = subprocess.run(
+        [sys.executable, str(script), "--images", "4", "--batches", "2", "--no-launch"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("    2  ")]
+    names = [line[7:41].strip() for line in rows]
+    assert "loop, 1 thread(s)" in names and "explain_dataset, 1 thread(s)" in names and "num_proc=2, 1 thread each" in names
+    assert all(float(line.split()[-2]) > 0 for line in rows) and "load after" in result.stdout
