@@ -40,11 +40,11 @@ def running_app():
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    from hf_vit_rollout.app import build_app
+    from hf_vit_rollout.app import build_app, launch_kwargs
 
     port = _free_port()
     app = build_app(("demo",))
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -72,6 +72,18 @@ def test_upload_explain_and_see_an_overlay(running_app, tmp_path):
                 "document.querySelector('#predictions') && document.querySelector('#predictions').innerText.includes('%')",
                 timeout=60_000,
             )
+            # the 64-px input is shown at a readable size, not at its own
+            shown = page.locator("#input-image img").first.bounding_box()
+            assert shown["width"] >= 250 and shown["height"] >= 250, shown
+            # layer controls appear only for the methods that take them
+            assert not page.locator("#layer").is_visible() and page.locator("#start-layer").is_visible()
+            page.locator("#method input").fill("attention")
+            page.keyboard.press("Enter")
+            page.locator("#layer").wait_for(state="visible", timeout=30_000)
+            assert page.locator("#head").is_visible() and not page.locator("#start-layer").is_visible()
+            page.locator("#method input").fill("rollout")
+            page.keyboard.press("Enter")
+            page.locator("#start-layer").wait_for(state="visible", timeout=30_000)
             page.locator("#explain").click()
             overlay = page.locator("#overlay img")
             overlay.wait_for(state="visible", timeout=60_000)
@@ -87,6 +99,56 @@ def test_upload_explain_and_see_an_overlay(running_app, tmp_path):
                 shutil.copy(shot, os.environ["HF_VIT_ROLLOUT_SCREENSHOT"])
         finally:
             browser.close()
+
+
+def test_the_overlay_has_a_colour_bar_and_every_method_is_offered():
+    if _missing():
+        pytest.skip(_missing())
+    import numpy as np
+
+    from hf_vit_rollout import METHODS
+    from hf_vit_rollout.app import ModelChoice, explain, method_settings, subtitle
+    from hf_vit_rollout.demo import example_images
+    from PIL import Image
+
+    choice = ModelChoice(("demo",))
+    settings = {"method": "gae", "head_fusion": "mean", "discard_ratio": 0.0, "target": "predicted class"}
+    path, caption = explain(choice, Image.open(example_images()[0]), "demo", settings)
+    shown = Image.open(path)
+    assert shown.height >= 320 and shown.width > shown.height  # scaled up, a colour bar on the right
+    bar = np.asarray(shown.convert("RGB"))[shown.height // 2, shown.height:]
+    assert len({tuple(px) for px in bar}) > 3 and caption.startswith("gae")
+    for name in METHODS:
+        assert f"`{name}`" in subtitle()
+    assert {m: method_settings(m) for m in METHODS if method_settings(m)} == {
+        m: ("layer", "head") if s.combine == "layer" else ("start_layer",)
+        for m, s in METHODS.items() if s.combine in ("layer", "product")
+    }
+
+
+def test_layer_head_and_start_layer_reach_the_explainer():
+    if _missing():
+        pytest.skip(_missing())
+    import numpy as np
+
+    from hf_vit_rollout import RolloutExplainer
+    from hf_vit_rollout.app import FUSED_HEADS, ModelChoice, display_overlay, explain
+    from hf_vit_rollout.demo import example_images
+    from PIL import Image
+
+    choice = ModelChoice(("demo",))
+    image = Image.open(example_images()[2])
+    direct = RolloutExplainer.from_pretrained("demo")
+    base = {"head_fusion": "mean", "discard_ratio": 0.0, "target": "predicted class"}
+    cases = [
+        ({"method": "attention", "layer": 1, "head": "2", "start_layer": 3}, {"method": "attention", "layer": 1, "head": 2}),
+        ({"method": "attention", "layer": 0, "head": FUSED_HEADS}, {"method": "attention", "layer": 0}),
+        ({"method": "gae", "layer": 2, "head": "1", "start_layer": 2}, {"method": "gae", "start_layer": 2}),
+    ]
+    for ui, api in cases:
+        path, caption = explain(choice, image, "demo", {**base, **ui})
+        want = display_overlay(direct(image, head_fusion="mean", discard_ratio=0.0, **api))
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(want.convert("RGB"))), ui
 
 
 def test_explain_function_errors_are_user_facing():
