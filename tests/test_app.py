@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,42 @@ def test_explain_function_errors_are_user_facing():
         explain(choice, picture, "facebook/deit-tiny-patch16-224", settings)
     with pytest.raises(gr.Error, match="discard_ratio"):
         explain(choice, picture, "demo", {**settings, "discard_ratio": 1.5})
+
+
+# ------------------------------------------------------------------------------ the Space
+def test_the_space_card_and_requirements_match_the_package():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    card = (root / "space" / "README.md").read_text()
+    header = card.split("---")[1]
+    fields = dict(line.split(":", 1) for line in header.strip().splitlines())
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    assert card.startswith("---\n") and fields["sdk"] == "gradio" and (root / "space" / fields["app_file"]).is_file()
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["app"]]
+    lines = [ln.strip() for ln in (root / "space" / "requirements.txt").read_text().splitlines()]
+    assert [ln for ln in lines if ln and not ln.startswith("#")] == wanted
+    if not _missing():
+        import gradio
+
+        assert fields["sdk_version"].split(".")[0] == gradio.__version__.split(".")[0]
+
+
+def test_the_assembled_space_runs_app_py_as_is(tmp_path):
+    """scripts/make_space.py's folder imports its own copy of the package and builds the app."""
+    if _missing():
+        pytest.skip(_missing())
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "space"
+    subprocess.run([sys.executable, str(root / "scripts" / "make_space.py"), str(out)], check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = "import app, hf_vit_rollout, gradio; print(hf_vit_rollout.__file__); print(isinstance(app.demo, gradio.Blocks))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    package_file, is_blocks = result.stdout.strip().splitlines()[-2:]
+    assert Path(package_file).resolve().is_relative_to(out.resolve()) and is_blocks == "True"
+    assert (out / "hf_vit_rollout" / "demo" / "checkpoint" / "model.safetensors").is_file()
