@@ -30,9 +30,10 @@ def detected_classes(explainer, image, limit: int = 2) -> list[int]:
     return detected or [int(probs.argmax())]
 
 
-def explain_every_method(explainer, image, targets: list[int]) -> dict[str, list]:
-    """``{method: [explanation, ...]}`` for every registered method: one explanation for a
-    class-agnostic method, one per class in ``targets`` for a class-specific one.
+def explain_every_method(explainer, images: list, targets: list[list[int]]) -> list[dict[str, list]]:
+    """For each image, ``{method: [explanation, ...]}`` over every registered method: one
+    explanation for a class-agnostic method, one per class in that image's ``targets`` for a
+    class-specific one. Each method explains all images in one batched call per target rank.
 
     A method this model cannot run gives ``[message]`` (a ``str``) instead, so a figure still
     shows every method and says why one is missing.
@@ -40,16 +41,24 @@ def explain_every_method(explainer, image, targets: list[int]) -> dict[str, list
     from ..errors import InputError, TargetError, UnsupportedModelError
     from ..methods import METHODS
 
-    results: dict[str, list] = {}
+    results: list[dict[str, list]] = [{} for _ in images]
     for name, spec in METHODS.items():
         try:
-            if spec.needs_gradient:
-                results[name] = [explainer(image, target=t, method=name) for t in targets]
-            else:
-                results[name] = [explainer(image, method=name)]
+            if not spec.needs_gradient:
+                for row, explanation in zip(results, explainer(list(images), method=name)):
+                    row[name] = [explanation]
+                continue
+            for row in results:
+                row[name] = []
+            for rank in range(max(len(t) for t in targets)):
+                chosen = [i for i, t in enumerate(targets) if len(t) > rank]
+                batch = explainer([images[i] for i in chosen], target=[targets[i][rank] for i in chosen], method=name)
+                for i, explanation in zip(chosen, batch):
+                    results[i][name].append(explanation)
         except (UnsupportedModelError, TargetError, InputError, ValueError) as exc:
             logger.warning("method %s: %s", name, exc)
-            results[name] = [f"{name}: {exc}"]
+            for row in results:
+                row[name] = [f"{name}: {exc}"]
     return results
 
 
@@ -120,10 +129,11 @@ def write_demo(out_dir: str | Path, colormap: str = "jet", model: str = "demo") 
     if not images:
         raise ValueError("no example images are shipped in hf_vit_rollout/demo/images")
     names = method_names()
+    pictures = [load_image(path) for path in images]
+    every = explain_every_method(explainer, pictures, [detected_classes(explainer, p) for p in pictures])
     rows, written = [], []
-    for path in images:
-        results = explain_every_method(explainer, path, detected_classes(explainer, path))
-        rows.append((" + ".join(path.stem.split("_")[1:]), load_image(path), results))
+    for path, picture, results in zip(images, pictures, every):
+        rows.append((" + ".join(path.stem.split("_")[1:]), picture, results))
         for name, explanations in results.items():
             for explanation in explanations:
                 if isinstance(explanation, str):
