@@ -5,7 +5,7 @@
 writes into OUT: ``README.md`` (the Space card: ``sdk: gradio``, ``app_file: app.py``), ``app.py``,
 ``requirements.txt`` (from ``space/``) and the package ``hf_vit_rollout/`` (from ``src/``, with the
 shipped demo model and images), so the Space imports the package next to ``app.py`` without
-installing it. Push OUT to a Space repository (for example with ``huggingface-cli upload``).
+installing it. Push OUT to a Space repository (for example ``hf upload spaces/USER/NAME OUT``).
 """
 
 from __future__ import annotations

@@ -159,6 +159,19 @@ def test_the_collector_finds_blocks_skips_and_commands(tmp_path):
     assert shell_commands(blocks[2].source) == [["demo", "--out", "a b"], ["a.png", "--quiet"]]
 
 
+def test_the_gallery_shows_every_registered_method():
+    """docs/gallery.md is written by scripts/make_gallery.py; run it again after adding a method."""
+    from hf_vit_rollout import METHODS
+
+    page = (ROOT / "docs" / "gallery.md").read_text()
+    shown = re.findall(r"^## `(\w+)`$", page, re.M)
+    assert shown == list(METHODS), "run `python scripts/make_gallery.py` to show every registered method"
+    for image in re.findall(r"\]\((gallery/[\w.-]+\.png)\)", page):
+        assert (ROOT / "docs" / image).is_file(), image
+    for name in METHODS:
+        assert (ROOT / "docs" / "gallery" / f"{name}.png").is_file(), name
+
+
 # ------------------------------------------------------------------------------------ the site
 #: Pages other contributors are writing; until one lands, a link to it is the one tolerated warning.
 PENDING_PAGES = {"reliability.md", "models.md", "datasets.md", "pipeline.md", "methods.md", "benchmarks.md", "testing.md"}
