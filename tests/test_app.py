@@ -28,6 +28,17 @@ def _missing() -> str | None:
     return None
 
 
+#: The width an <img> is drawn at (its box and its object-fit), in CSS pixels.
+DISPLAYED_WIDTH = """selector => {
+    const img = document.querySelector(selector);
+    const box = img.getBoundingClientRect();
+    const fit = getComputedStyle(img).objectFit;
+    const scale = Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);
+    const drawn = fit === "none" ? 1 : fit === "scale-down" ? Math.min(1, scale) : scale;
+    return img.naturalWidth * drawn;
+}"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,8 +85,8 @@ def test_upload_explain_and_see_an_overlay(running_app, tmp_path):
                 timeout=60_000,
             )
             # the 64-px input is shown at a readable size, not at its own
-            shown = page.locator("#input-image img").first.bounding_box()
-            assert shown["width"] >= 250 and shown["height"] >= 250, shown
+            shown = page.evaluate(DISPLAYED_WIDTH, "#input-image img")
+            assert shown >= 250, f"the 64-px input is drawn {shown} px wide"
             # layer controls appear only for the methods that take them
             assert not page.locator("#layer").is_visible() and page.locator("#start-layer").is_visible()
             page.locator("#method input").fill("attention")

@@ -312,3 +312,23 @@ def test_evaluate_errors_speak_in_the_commands_terms(tmp_path, capsys):
     Image.open(example_images()[0]).save(photos / "a.png")
     code, _, err = _run(["evaluate", "--images", photos, "--metrics", "energy", "--out", tmp_path / "r", "--quiet"], capsys)
     assert code == 2 and "--masks" in err and "masks=" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_overlay_colour_bar_is_added_beside_the_unchanged_overlay():
+    from hf_vit_rollout import viz
+    from hf_vit_rollout.demo import example_images
+
+    explanation = RolloutExplainer.from_pretrained("demo")(example_images()[0], method="gae")
+    plain, barred = explanation.overlay("viridis"), explanation.overlay("viridis", colorbar=True)
+    assert barred.height == plain.height and barred.width > plain.width
+    assert np.array_equal(np.asarray(barred)[:, : plain.width], np.asarray(plain))  # the overlay itself unchanged
+    strip = np.asarray(barred)[:, plain.width:]
+    table = viz.colour_table("viridis")
+    top, bottom = table[-1], table[0]  # 1 at the top of the bar, 0 at the bottom
+    flat = strip.reshape(-1, 3)
+    assert (np.abs(flat.astype(int) - top).sum(1) <= 3).any() and (np.abs(flat.astype(int) - bottom).sum(1) <= 3).any()
+    rows_top = [y for y in range(strip.shape[0]) if (np.abs(strip[y].astype(int) - top).sum(1) <= 3).any()]
+    rows_bottom = [y for y in range(strip.shape[0]) if (np.abs(strip[y].astype(int) - bottom).sum(1) <= 3).any()]
+    assert max(rows_top) < min(rows_bottom)
+    large = viz.add_colorbar(Image.new("RGB", (400, 300)), "jet")
+    assert large.size[1] == 300 and 400 < large.size[0] < 520
