@@ -100,8 +100,9 @@ def flow_note(shares) -> str:
         f"the cap decides the map: on the example images {100 * low:.0f}-{100 * high:.0f}% of the patches "
         "reach it exactly (computed by `scripts/make_gallery.py`). Background patches are read by many "
         "similar background patches and reach the cap of 1; an object's patches are read mostly by the "
-        "object's few other patches, so they stay lower. Flow measures how well a patch is connected, not "
-        "what the class rests on; rollout with discarding and the class-specific methods do."
+        "object's few other patches, so they stay lower. Flow measures how well a patch is connected; for "
+        "where the evidence for a class lies use a class-specific method, and for a class-agnostic map rollout "
+        "with its default discarding."
     )
 
 
@@ -110,7 +111,8 @@ def section(name: str, spec, image: str, note: str | None) -> str:
     lines = [
         f"## `{name}`",
         "",
-        f"{spec.summary}. {kind[0].upper() + kind[1:]}; default `discard_ratio={spec.default_discard_ratio:g}`.",
+        f"{spec.summary[:1].upper() + spec.summary[1:]}. {kind[0].upper() + kind[1:]}; "
+        f"default `discard_ratio={spec.default_discard_ratio:g}`.",
         "",
         f"![{name} on the example images](gallery/{image})",
         "",

@@ -301,7 +301,7 @@ def _record(path: str, explanation, overlay: Path, heatmap: Path | None, id2labe
         "score": explanation.score,
         "predicted": explanation.predicted,
         "predicted_label": id2label.get(explanation.predicted) if explanation.predicted is not None else None,
-        **{k: v for k, v in explanation.params.items()},
+        **explanation.params,
     }
 
 
