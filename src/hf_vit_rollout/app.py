@@ -94,12 +94,26 @@ def top_predictions(choice: ModelChoice, image, model: str, k: int = 5) -> dict[
     return {explainer.id2label.get(int(i), str(int(i))): float(probabilities[i]) for i in top}
 
 
+#: Per-method settings the UI shows only for methods that take them (by ``MethodSpec.combine``).
+LAYER_SETTINGS = {"layer": ("layer", "head"), "product": ("start_layer",)}
+#: The head dropdown's choice for "all heads, fused with the head fusion".
+FUSED_HEADS = "all (fused)"
+
+
+def method_settings(method: str) -> tuple[str, ...]:
+    """The layer settings ``method`` takes: ``("layer", "head")``, ``("start_layer",)`` or none."""
+    spec = METHODS.get(method)
+    return LAYER_SETTINGS.get(spec.combine, ()) if spec is not None else ()
+
+
 def explain(choice: ModelChoice, image, model: str, settings: dict, colormap: str = "jet"):
     """One explanation for the UI: ``(overlay PNG path, caption)``.
 
     Args:
         settings: ``method``, ``head_fusion``, ``discard_ratio`` and ``target`` (a label from the
-            predictions, or :data:`PREDICTED`) as the UI's widgets give them.
+            predictions, or :data:`PREDICTED`) as the UI's widgets give them; optionally ``layer``,
+            ``head`` (an index or :data:`FUSED_HEADS`) and ``start_layer``, used only by the methods
+            that take them (:func:`method_settings`).
     """
     import gradio as gr
 
@@ -111,6 +125,11 @@ def explain(choice: ModelChoice, image, model: str, settings: dict, colormap: st
     chosen = None if target in (None, "", PREDICTED) else target
     if chosen is not None and settings.get("method") in METHODS and not METHODS[settings["method"]].needs_gradient:
         settings["method"] = "grad_rollout"  # a class was chosen: use a class-specific method
+    taken = method_settings(settings.get("method"))
+    for name in ("layer", "head", "start_layer"):
+        value = settings.pop(name, None)
+        if name in taken and value not in (None, "", FUSED_HEADS):
+            settings[name] = int(value)
     try:
         explanation = explainer(image, target=chosen, **settings)
     except (InputError, TargetError, UnsupportedModelError, ValueError, TypeError, OSError) as exc:
@@ -154,12 +173,27 @@ class OverlayFiles:
 
 
 def display_overlay(explanation, colormap: str = "jet"):
-    """The overlay as the app shows it: small inputs (like the demo's 64 px) scaled up for viewing."""
+    """The overlay as the app shows it: small inputs (like the demo's 64 px) scaled up for viewing
+    (nearest neighbour, so patches stay sharp), with a colour bar."""
+    from .viz import add_colorbar
+
     shown = explanation.overlay(colormap)
     if max(shown.size) < DISPLAY_SIZE:
         scale = DISPLAY_SIZE / max(shown.size)
         shown = shown.resize((round(shown.width * scale), round(shown.height * scale)), resample=0)
-    return shown
+    return add_colorbar(shown, colormap)
+
+
+#: Small inputs (the demo's 64 px) fill the image boxes instead of showing at their own size.
+CSS = """
+#input-image img, #overlay img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+"""
+
+
+def subtitle() -> str:
+    """The app's subtitle: every registered method, from the registry."""
+    names = ", ".join(f"`{name}`" for name in METHODS)
+    return f"Heat-maps of where a Hugging Face Vision Transformer looked, with any of {len(METHODS)} methods: {names}."
 
 
 def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int = CONCURRENCY, max_queue: int = MAX_QUEUE):
@@ -170,20 +204,29 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
 
     models = (models,) if isinstance(models, str) else tuple(models)
     choice = ModelChoice(models, allow_any_model)
-    with gr.Blocks(title="hf_vit_rollout: where did the ViT look?") as app:
-        gr.Markdown("# Where did the Vision Transformer look?\nAttention rollout, gradient rollout, GAE and attention flow for Hugging Face ViTs.")
+    first = choice.explainer(models[0])
+    with gr.Blocks(title="hf_vit_rollout: where did the ViT look?", **_style("Blocks")) as app:
+        gr.Markdown(f"# Where did the Vision Transformer look?\n{subtitle()}")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", label="image", elem_id="input-image", height=300)
+                image = gr.Image(type="pil", label="image", elem_id="input-image", height=320)
                 label = "model" + (" (or type a Hub id)" if allow_any_model else "")
                 model_box = gr.Dropdown(list(models), value=models[0], label=label, elem_id="model", allow_custom_value=allow_any_model)
                 method = gr.Dropdown(list(METHODS), value="rollout", label="method", elem_id="method")
                 head_fusion = gr.Dropdown(list(HEAD_FUSIONS), value="mean", label="head fusion")
-                discard_ratio = gr.Slider(0.0, 0.99, value=0.9, step=0.01, label="discard ratio")
+                discard_ratio = gr.Slider(0.0, 0.99, value=METHODS["rollout"].default_discard_ratio, step=0.01, label="discard ratio")
                 target = gr.Dropdown([PREDICTED], value=PREDICTED, label="target class (top-5 predictions)", allow_custom_value=True)
+                with gr.Row():
+                    layers = max(first.num_layers, 1)
+                    shown = method_settings("rollout")
+                    layer = gr.Slider(0, layers - 1, value=layers - 1, step=1, label="layer", elem_id="layer", visible="layer" in shown)
+                    head = gr.Dropdown(_head_choices(first.num_heads), value=FUSED_HEADS, label="head", elem_id="head", visible="head" in shown)
+                    start_layer = gr.Slider(
+                        0, layers - 1, value=0, step=1, label="start layer", elem_id="start-layer", visible="start_layer" in shown
+                    )
                 button = gr.Button("Explain", variant="primary", elem_id="explain")
             with gr.Column():
-                overlay = gr.Image(type="filepath", label="overlay", elem_id="overlay", interactive=False, height=300, format="png")
+                overlay = gr.Image(type="filepath", label="overlay", elem_id="overlay", interactive=False, height=320, format="png")
                 caption = gr.Textbox(label="explanation", elem_id="caption")
                 predictions = gr.Label(num_top_classes=5, label="predictions", elem_id="predictions")
         examples = [str(p) for p in example_images()]
@@ -197,21 +240,60 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
             top = on_predict(img, model_id)
             return gr.update(choices=[PREDICTED, *top], value=PREDICTED), top
 
-        def on_explain(img, model_id, method_name, fusion, ratio, target_name):
-            settings = {"method": method_name, "head_fusion": fusion, "discard_ratio": ratio, "target": target_name}
+        def on_method(method_name):
+            taken = method_settings(method_name)
+            spec = METHODS[method_name]
+            return (
+                gr.update(value=spec.default_discard_ratio),
+                gr.update(visible="layer" in taken),
+                gr.update(visible="head" in taken),
+                gr.update(visible="start_layer" in taken),
+            )
+
+        def on_model(model_id):
+            explainer = choice.explainer(model_id)
+            last = max(explainer.num_layers - 1, 0)
+            return (
+                gr.update(maximum=last, value=last),
+                gr.update(choices=_head_choices(explainer.num_heads), value=FUSED_HEADS),
+                gr.update(maximum=last, value=0),
+            )
+
+        def on_explain(img, model_id, method_name, fusion, ratio, target_name, layer_index=None, head_index=None, start=None):
+            settings = {"method": method_name, "head_fusion": fusion, "discard_ratio": ratio, "target": target_name,
+                        "layer": layer_index, "head": head_index, "start_layer": start}
             return explain(choice, img, model_id, settings)
 
         image.change(on_image, [image, model_box], [target, predictions], api_name="predictions")
-        button.click(on_explain, [image, model_box, method, head_fusion, discard_ratio, target], [overlay, caption], api_name="explain")
+        method.change(on_method, method, [discard_ratio, layer, head, start_layer], api_name=False)
+        model_box.change(on_model, model_box, [layer, head, start_layer], api_name=False)
+        button.click(
+            on_explain, [image, model_box, method, head_fusion, discard_ratio, target, layer, head, start_layer], [overlay, caption],
+            api_name="explain",
+        )
         hidden = gr.Button(visible=False)
         hidden.click(on_predict, [image, model_box], predictions, api_name="predict")
     app.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     return app
 
 
+def _head_choices(num_heads: int) -> list:
+    return [FUSED_HEADS, *[str(h) for h in range(num_heads)]]
+
+
+def _style(where: str) -> dict:
+    """``{"css": CSS}`` for where this Gradio takes it: ``launch()`` from Gradio 6, ``Blocks()`` before."""
+    import inspect
+
+    import gradio as gr
+
+    on_launch = "css" in inspect.signature(gr.Blocks.launch).parameters
+    return {"css": CSS} if on_launch == (where == "launch") else {}
+
+
 def launch_kwargs(max_upload_mb: float = MAX_UPLOAD_MB) -> dict:
-    """``launch`` settings every start of the app uses: the upload limit, no analytics, no sharing."""
-    return {"max_file_size": int(max_upload_mb * 1_000_000), "share": False}
+    """``launch`` settings every start of the app uses: the upload limit, no sharing, the page style."""
+    return {"max_file_size": int(max_upload_mb * 1_000_000), "share": False, **_style("launch")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -200,7 +200,7 @@ class Explanation:
             raise ValueError("this explanation has no placement (it was made without an image)")
         return self.placement.heatmap(self.mask, size)
 
-    def overlay(self, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
+    def overlay(self, colormap: str = "jet", alpha: float = 0.5, colorbar: bool = False) -> Image.Image:
         """The heat-map, colour-mapped with a matplotlib ``colormap``, blended onto the image.
 
         The overlay has the heat-map's size: the image's own, or a bounded one for very large
@@ -210,7 +210,7 @@ class Explanation:
         height, width = self.heatmap.shape
         if image.size != (width, height):
             image = image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
-        return viz.overlay(image, self.heatmap, colormap, alpha)
+        return viz.overlay(image, self.heatmap, colormap, alpha, colorbar)  # colorbar: a bar at the right
 
     @property
     def title(self) -> str:

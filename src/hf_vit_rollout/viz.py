@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 #: Rows blended at a time by :func:`overlay` (bounds its temporary memory for huge images).
 BAND_ROWS = 512
@@ -40,7 +40,9 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
     return table[_table_index(np.asarray(heatmap, dtype=np.float32), len(table))]
 
 
-def overlay(image: Image.Image, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
+def overlay(
+    image: Image.Image, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5, colorbar: bool = False
+) -> Image.Image:
     """Blend a colour-mapped ``(H, W)`` heat-map onto an RGB image of the same size.
 
     Args:
@@ -48,9 +50,10 @@ def overlay(image: Image.Image, heatmap: np.ndarray, colormap: str = "jet", alph
         heatmap: ``(H, W)`` float array in ``[0, 1]``.
         colormap: matplotlib colormap name.
         alpha: weight of the heat-map, in ``[0, 1]``.
+        colorbar: add a colour bar on the right (see :func:`add_colorbar`).
 
     Returns:
-        RGB ``PIL.Image``.
+        RGB ``PIL.Image`` of size ``(W, H)``, wider with a colour bar.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -64,7 +67,56 @@ def overlay(image: Image.Image, heatmap: np.ndarray, colormap: str = "jet", alph
         colour = table[_table_index(np.asarray(heatmap[rows], dtype=np.float32), len(table))]
         blended = (1.0 - alpha) * base[rows].astype(np.float32) + alpha * colour
         out[rows] = np.round(blended).astype(np.uint8)
-    return Image.fromarray(out)
+    blended_image = Image.fromarray(out)
+    return add_colorbar(blended_image, colormap) if colorbar else blended_image
+
+
+def _font(size: int):
+    """PIL's built-in font at ``size`` pixels (the fixed bitmap font on Pillow builds without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # pragma: no cover - old Pillow or no FreeType
+        return ImageFont.load_default()
+
+
+def add_colorbar(image: Image.Image, colormap: str = "jet", ticks=(0.0, 0.5, 1.0)) -> Image.Image:
+    """``image`` with a vertical colour bar on its right: the colormap from 0 (bottom) to 1 (top).
+
+    Heat-maps are scaled so that their maximum is 1, so the bar reads as relevance relative to the
+    map's largest value. The bar is as tall as the image; labels scale with it (at least 8 px).
+
+    Args:
+        image: an overlay (any mode; drawn as RGB).
+        colormap: the matplotlib colormap the overlay was drawn with.
+        ticks: values in ``[0, 1]`` to label.
+
+    Returns:
+        RGB ``PIL.Image`` of the image's height, wider by the bar and its labels.
+    """
+    image = image.convert("RGB")
+    height = image.height
+    pad = max(2, round(height * 0.03))
+    bar_width = max(5, round(height * 0.06))
+    font = _font(max(8, min(height // 9, 20)))
+    measure = ImageDraw.Draw(image)
+    labels = [f"{t:g}" for t in ticks]
+    boxes = [measure.textbbox((0, 0), text, font=font) for text in labels]
+    text_width = max(box[2] - box[0] for box in boxes)
+    text_height = max(box[3] - box[1] for box in boxes)
+    canvas = Image.new("RGB", (image.width + 3 * pad + bar_width + text_width + pad, height), "white")
+    canvas.paste(image, (0, 0))
+    top, bottom = text_height // 2 + 1, height - text_height // 2 - 2  # room for the end labels
+    span = max(bottom - top, 1)
+    values = np.linspace(1.0, 0.0, span + 1, dtype=np.float32)[:, None].repeat(bar_width, axis=1)
+    left = image.width + pad * 2
+    canvas.paste(Image.fromarray(colorize(values, colormap)), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((left - 1, top - 1, left + bar_width, bottom + 1), outline=(80, 80, 80))
+    for tick, text, box in zip(ticks, labels, boxes):
+        y = bottom - float(np.clip(tick, 0.0, 1.0)) * span
+        draw.line((left + bar_width, y, left + bar_width + pad - 1, y), fill=(80, 80, 80))
+        draw.text((left + bar_width + pad, y - (box[1] + box[3]) / 2), text, fill=(0, 0, 0), font=font)
+    return canvas
 
 
 def plot_grid(explanations, ncols: int = 4, colormap: str = "jet", alpha: float = 0.5, titles=None, size: float = 2.6):

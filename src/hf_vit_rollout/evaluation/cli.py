@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..methods import METHODS
 from .scores import METRICS, ROAD, Deletion, Insertion
 
 EXIT_BAD_INPUT = 2
@@ -37,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--masks", type=Path, default=None, help="folder of object masks, one per image (same stem)")
     parser.add_argument(
         "--methods", nargs="+", default=["rollout", "gae"],
-        help="methods: rollout, grad_rollout, gae, flow, random; settings as method:fusion:discard (rollout:max:0.9)",
+        help=f"methods: {', '.join(METHODS)}, or random (a seeded random map, the reference to beat); "
+        "settings as method:fusion:discard (rollout:max:0.9)",
     )
     parser.add_argument("--metrics", nargs="+", default=None, choices=list(METRICS), help="default: by what the inputs allow")
     parser.add_argument("--target", default=None, help="class (index or label) to explain in every image; default: the prediction")
@@ -50,8 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> int:
-    print(f"hf-vit-rollout: error: {message}", file=sys.stderr)
+def _fail(message: str, model: str | None = None) -> int:
+    from ..cli import shell_terms  # the library's Python keywords in the command's terms (--masks, ...)
+
+    print(f"hf-vit-rollout: error: {shell_terms(message, model)}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
@@ -120,7 +124,7 @@ def main(argv: list[str]) -> int:
         )
         written = report.save(args.out)
     except (InputError, TargetError, UnsupportedModelError, CaptureError, ValueError, OSError) as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), args.model)
     print(report.table())
     for path in written:
         print(path)

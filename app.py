@@ -1,8 +1,0 @@
-"""Hugging Face Space entry point: the hf_vit_rollout Gradio app on the shipped demo model."""
-
-from hf_vit_rollout.app import build_app, launch_kwargs
-
-demo = build_app("demo")
-
-if __name__ == "__main__":
-    demo.launch(**launch_kwargs())
