@@ -28,8 +28,8 @@ def test_the_pipeline_knows_the_demo_model(pictures):
     explain = pipeline(TASK, model="demo", method="gae")
     result = explain(pictures[0])
     direct = RolloutExplainer.from_pretrained("demo")(pictures[0], method="gae")
-    np.testing.assert_array_equal(result.mask, direct.mask)
-    assert result.label == direct.label
+    np.testing.assert_array_equal(result["explanation"].mask, direct.mask)
+    assert result["label"] == direct.label and result["score"] == direct.score
 
 
 def test_pipeline_settings_are_checked_when_it_is_built(checkpoint):
@@ -45,7 +45,7 @@ def test_pipeline_settings_are_checked_when_it_is_built(checkpoint):
 def test_per_image_targets_are_per_image_whatever_the_batch_size(checkpoint, pictures, batch_size):
     explain = hf_pipeline(TASK, model=checkpoint("vit"), method="gae")
     targets = [0, None, "dog"]
-    results = explain(pictures, target=targets, batch_size=batch_size)
+    results = [r["explanation"] for r in explain(pictures, target=targets, batch_size=batch_size)]
     direct = RolloutExplainer.from_pretrained(checkpoint("vit"))(pictures, target=targets, method="gae")
     assert [r.target for r in results] == [d.target for d in direct]
     assert results[2].target == 1 and results[0].target == 0
@@ -68,6 +68,12 @@ def test_top_k_explains_the_k_most_probable_classes_from_one_forward_pass(checkp
         np.testing.assert_allclose(explanation.mask, explainer(pictures[0], target=explanation.target, method="gae").mask, rtol=1e-5, atol=1e-6)
     through_pipeline = hf_pipeline(TASK, model=checkpoint("vit"), method="gae")(pictures[:2], top_k=2)
     assert [len(r) for r in through_pipeline] == [2, 2]
+    direct_top = explainer(pictures[:2], top_k=2, method="gae")
+    for got, want in zip(through_pipeline, direct_top):
+        assert [r["explanation"].target for r in got] == [e.target for e in want]
+        assert [r["label"] for r in got] == [e.label for e in want]
+        for one, other in zip(got, want):
+            np.testing.assert_allclose(one["explanation"].mask, other.mask, rtol=1e-5, atol=1e-6)
     with pytest.raises(TargetError, match="class-agnostic"):
         explainer(pictures[0], top_k=2, method="rollout")
 
@@ -76,15 +82,15 @@ def test_a_backbone_is_never_given_a_random_head(checkpoint, pictures):
     explain = hf_pipeline(TASK, model=checkpoint("vit_backbone"))
     assert not hasattr(explain.model, "classifier")
     result = explain(pictures[0])
-    assert result.label is None and result.predicted is None
+    assert result["label"] is None and result["score"] is None and result["explanation"].predicted is None
 
 
 def test_text_works_through_the_pipeline_as_in_the_explainer(checkpoint, pictures):
     explain = pipeline(TASK, model=checkpoint("clip"), method="gae")
     through_pipeline = explain(pictures[0], text="a photo of a dog")
     direct = RolloutExplainer.from_pretrained(checkpoint("clip"))(pictures[0], text="a photo of a dog", method="gae")
-    np.testing.assert_allclose(through_pipeline.mask, direct.mask, rtol=1e-5, atol=1e-6)
-    assert through_pipeline.label == "a photo of a dog"
+    np.testing.assert_allclose(through_pipeline["explanation"].mask, direct.mask, rtol=1e-5, atol=1e-6)
+    assert through_pipeline["label"] == "a photo of a dog"
 
 
 def test_an_empty_list_is_a_clear_error(checkpoint):
@@ -252,7 +258,7 @@ def test_explanation_type_is_exported():
 
 def test_the_pipeline_streams_generators_and_data_sets(checkpoint, pictures):
     explain = hf_pipeline(TASK, model=checkpoint("vit"), method="gae")
-    streamed = list(explain((p for p in pictures), batch_size=2))
+    streamed = [r["explanation"] for r in explain((p for p in pictures), batch_size=2)]
     direct = RolloutExplainer.from_pretrained(checkpoint("vit"))(pictures, method="gae")
     assert len(streamed) == len(pictures)
     for got, want in zip(streamed, direct):
@@ -277,9 +283,9 @@ def test_per_call_targets_replace_the_pipelines_objective(checkpoint, pictures):
     explainer = RolloutExplainer.from_pretrained(checkpoint("vit"))
     predicted = [int(p.argmax()) for p in explainer.predict(pictures[:2])]
     with_top_k = hf_pipeline(TASK, model=checkpoint("vit"), method="gae", top_k=2)
-    assert [r.target for r in with_top_k(pictures[:2], target=[0, 1])] == [0, 1]
+    assert [r["explanation"].target for r in with_top_k(pictures[:2], target=[0, 1])] == [0, 1]
     with_target = hf_pipeline(TASK, model=checkpoint("vit"), method="gae", target="tabby")
-    assert [r.target for r in with_target(pictures[:2], target=[0, None])] == [0, predicted[1]]
+    assert [r["explanation"].target for r in with_target(pictures[:2], target=[0, None])] == [0, predicted[1]]
 
 
 def test_relevance_maps_with_text_and_top_k(checkpoint):

@@ -49,6 +49,16 @@ def _register_pipeline() -> None:
 
 _register_pipeline()
 
+
+def __getattr__(name: str):
+    """``hf_vit_rollout.explain_dataset``, imported on first use (it needs the optional ``datasets``)."""
+    if name == "explain_dataset":
+        from .datasets import explain_dataset
+
+        return explain_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DEMO_MODEL",
     "METHODS",
@@ -69,6 +79,7 @@ __all__ = [
     "demo_model_path",
     "discard_lowest",
     "evaluate",
+    "explain_dataset",
     "fuse_heads",
     "gae",
     "gradient_rollout",

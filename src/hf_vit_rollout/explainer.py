@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 
@@ -22,6 +22,7 @@ from .images import image_sources
 from .labels import label_index
 from .loading import (
     DEMO_MODEL,
+    HUB_KWARGS,
     check_family,
     demo_model_path,
     load_model,
@@ -35,6 +36,32 @@ from .window_layout import WindowedLayout
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEMO_MODEL", "RolloutExplainer", "demo_model_path"]
+
+
+def _checked_config(model):
+    """The model's config, checked to be an explainable family."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise UnsupportedModelError(f"{type(model).__name__} is not a transformers model (it has no .config)")
+    check_family(config)
+    return config
+
+
+def _processors_of(model, hub_kwargs: dict):
+    """``(image_processor, tokenizer or None)`` of an already loaded model, from its ``name_or_path``."""
+    source = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    if not source:
+        raise ValueError(
+            f"this {type(model).__name__} does not say where it was loaded from (no name_or_path), so its image "
+            "processor cannot be found; pass image_processor=AutoImageProcessor.from_pretrained(...)"
+        )
+    try:
+        return load_processors(source, **hub_kwargs)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"could not load the image processor of this {type(model).__name__} from its name_or_path {str(source)!r} "
+            f"({str(exc).splitlines()[0]}); pass image_processor=AutoImageProcessor.from_pretrained(...)"
+        ) from None
 
 
 class RolloutExplainer:
@@ -76,10 +103,7 @@ class RolloutExplainer:
         tokenizer=None,
         rollout_buffer_mib: float = 256.0,
     ):
-        config = getattr(model, "config", None)
-        if config is None:
-            raise UnsupportedModelError(f"{type(model).__name__} is not a transformers model (it has no .config)")
-        check_family(config)
+        config = _checked_config(model)
         self.defaults = ExplainRequest(method=method, head_fusion=head_fusion, discard_ratio=discard_ratio)
         self.batch_size = check_count(batch_size, "batch_size")
         self.rollout_buffer_mib = check_megabytes(rollout_buffer_mib, "rollout_buffer_mib")
@@ -89,37 +113,62 @@ class RolloutExplainer:
         self.window_blocks, self.forward_kwargs, self.attention_modules = attention_setup(self.vision_root, model_type)
         self.patch_size = _pair(_vision_config(config).patch_size)
         self.interpolate_pos_encoding = bool(interpolate_pos_encoding)
+        device = check_device(device)
         if device is not None:
-            check_device(device)
             self.model.to(device)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> RolloutExplainer:
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> RolloutExplainer:
         """Load model and image processor the ``transformers`` way and wrap them.
 
         Args:
             pretrained_model_name_or_path: a Hub id (``"facebook/deit-tiny-patch16-224"``), a local
-                checkpoint directory, ``"demo"`` for the ViT shipped with this package or
-                ``"demo-swin"`` for the shipped Swin.
+                checkpoint directory, ``"demo"`` for the ViT shipped with this package,
+                ``"demo-swin"`` for the shipped Swin, or an already loaded ``transformers`` model
+                (its processor is then ``image_processor=`` or loaded from ``model.name_or_path``).
             **kwargs: the explainer's settings (``method``, ``head_fusion``, ``discard_ratio``,
-                ``device``, ``interpolate_pos_encoding``, ``batch_size``, ``rollout_buffer_mib``);
-                everything else goes to ``transformers``' ``from_pretrained`` (``revision``,
-                ``token``, ``cache_dir``, ``local_files_only``, ``dtype``, ...).
+                ``device``, ``interpolate_pos_encoding``, ``batch_size``, ``rollout_buffer_mib``,
+                ``image_processor``, ``tokenizer``); everything else goes to ``transformers``'
+                ``from_pretrained`` (``revision``, ``token``, ``cache_dir``, ``local_files_only``,
+                ``dtype``, ...).
 
         Raises:
             UnsupportedModelError: an architecture without global self-attention (checked from its
                 config, before the weights are loaded).
             OSError: the checkpoint cannot be found (``transformers``' message, with a hint).
+            TypeError: neither a name, a path nor a loaded model; or loading options given with a
+                loaded model.
+            ValueError: a loaded model whose processor cannot be found (pass ``image_processor=``).
         """
-        own = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "image_processor", "tokenizer"}
+        own = set(inspect.signature(cls.__init__).parameters) - {"self", "model"}
         settings = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
         ExplainRequest(**{k: v for k, v in settings.items() if k in ("method", "head_fusion", "discard_ratio")})
         check_count(settings.get("batch_size", 1), "batch_size")
         check_megabytes(settings.get("rollout_buffer_mib", 0), "rollout_buffer_mib")
         check_device(settings.get("device"))
-        model = load_model(pretrained_model_name_or_path, **kwargs)
-        processor, tokenizer = load_processors(pretrained_model_name_or_path, **kwargs)
-        return cls(model, processor, tokenizer=tokenizer, **settings)
+        source = pretrained_model_name_or_path
+        if isinstance(source, torch.nn.Module):
+            model = source
+            _checked_config(model)
+            loading = sorted(k for k in kwargs if k not in HUB_KWARGS)
+            if loading:
+                raise TypeError(
+                    f"{', '.join(loading)} only appl{'ies' if len(loading) == 1 else 'y'} when loading a checkpoint; "
+                    f"this {type(model).__name__} is already loaded (change it directly, e.g. model.to(dtype))"
+                )
+        elif isinstance(source, (str, os.PathLike)):
+            model = load_model(source, **kwargs)
+        else:
+            raise TypeError(
+                "pretrained_model_name_or_path must be a Hub id, a checkpoint folder, 'demo' or a loaded transformers "
+                f"model; got {type(source).__name__}"
+            )
+        loaded = model is source
+        if "image_processor" not in settings or ("tokenizer" not in settings and not loaded):
+            processor, tokenizer = _processors_of(model, kwargs) if loaded else load_processors(source, **kwargs)
+            settings.setdefault("image_processor", processor)
+            settings.setdefault("tokenizer", tokenizer)
+        return cls(model, **settings)
 
     # ------------------------------------------------------------------ defaults, labels, targets
     method = property(lambda self: self.defaults.method, doc="The default method.")

@@ -1,8 +1,21 @@
-"""Typed explanation results."""
+"""Typed explanation results, and how they are stored on disk.
+
+An :class:`Explanation` converts to a plain dict (:meth:`~Explanation.to_dict`), to its heat-map
+as an array (``np.asarray(explanation)``), and saves to a folder of PNG, NPY and JSON files that
+:meth:`~Explanation.load` reads back equal (``==``)::
+
+    explanation.save("cat_gae")          # image.png, heatmap.png, overlay.png, mask.npy, ..., explanation.json
+    again = Explanation.load("cat_gae")
+    assert again == explanation
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +23,11 @@ from PIL import Image
 
 from . import viz
 from .placement import Placement
+
+#: Version of the folder layout written by :meth:`Explanation.save`.
+SAVE_FORMAT = 1
+#: The file whose presence marks a complete saved explanation (written last).
+SAVE_MANIFEST = "explanation.json"
 
 
 @dataclass(eq=False)
@@ -61,9 +79,120 @@ class Explanation:
         if any(not _same_array(getattr(self, a), getattr(other, a)) for a in arrays):
             return False
         plain = ("method", "target", "label", "score", "predicted", "params", "placement")
-        return all(getattr(self, a) == getattr(other, a) for a in plain) and self.image == other.image
+        return all(getattr(self, a) == getattr(other, a) for a in plain) and _same_image(self.image, other.image)
 
     __hash__ = None  # mutable, like every dataclass with arrays
+
+    def __repr__(self) -> str:
+        """One line: method, target, label, score and the shapes (never the arrays themselves)."""
+        parts = [f"method={self.method!r}", f"target={self.target!r}", f"label={self.label!r}"]
+        parts.append(f"score={self.score:.4g}" if self.score is not None else "score=None")
+        if self.predicted is not None and self.predicted != self.target:
+            parts.append(f"predicted={self.predicted}")
+        parts.append(f"mask={'x'.join(map(str, self.mask.shape))}")
+        parts.append(f"heatmap={'x'.join(map(str, self.heatmap.shape))}")
+        if self.image is not None:
+            parts.append(f"image={self.image.width}x{self.image.height}")
+        if self.params:
+            parts.append(f"params={self.params!r}")
+        return f"Explanation({', '.join(parts)})"
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """``np.asarray(explanation)``: the ``(H, W)`` float32 heat-map (a copy only when asked or needed)."""
+        heatmap = self.heatmap
+        if dtype is not None and np.dtype(dtype) != heatmap.dtype:
+            if copy is False:
+                raise ValueError(f"the heat-map is {heatmap.dtype}; converting it to {np.dtype(dtype)} needs a copy")
+            return heatmap.astype(dtype)
+        return heatmap.copy() if copy else heatmap
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name: arrays as numpy arrays, ``image`` as the ``PIL.Image``, ``placement``
+        as a dict of its fields (``None`` without one). Scalars and ``params`` as they are."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["placement"] = None if self.placement is None else dataclasses.asdict(self.placement)
+        out["params"] = dict(self.params)
+        return out
+
+    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the explanation to ``folder`` (created): PNG for people, NPY and JSON for :meth:`load`.
+
+        Files: ``image.png`` (the input as explained), ``heatmap.png`` (8-bit grey view of the
+        heat-map), ``overlay.png``, ``mask.npy``, ``heatmap.npy``, ``token_relevance.npy`` and
+        ``head_heatmaps.npy`` (when present), and ``explanation.json`` (method, target, label, score,
+        predicted, params, placement), written last: a folder without it is an unfinished save.
+
+        Args:
+            overwrite: replace an earlier save in ``folder``; without it a non-empty folder is refused.
+
+        Returns:
+            The folder's path.
+
+        Raises:
+            FileExistsError: ``folder`` is a file, or is not empty and ``overwrite`` is false.
+        """
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise FileExistsError(f"{str(folder)!r} is a file; pass a folder to save the explanation in")
+        if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+            raise FileExistsError(f"{str(folder)!r} is not empty; pass overwrite=True to replace what is there, or another folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SAVE_MANIFEST).unlink(missing_ok=True)  # an interrupted overwrite must not look complete
+        self.image.save(folder / "image.png")
+        Image.fromarray(_to_uint8(self.heatmap), mode="L").save(folder / "heatmap.png")
+        self.overlay().save(folder / "overlay.png")
+        arrays = []
+        for name in _ARRAY_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                np.save(folder / f"{name}.npy", value, allow_pickle=False)
+                arrays.append(name)
+        plain = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        manifest = {
+            "format": SAVE_FORMAT,
+            **plain,
+            "params": self.params,
+            "placement": None if self.placement is None else dataclasses.asdict(self.placement),
+            "arrays": arrays,
+        }
+        temporary = folder / (SAVE_MANIFEST + ".tmp")
+        temporary.write_text(json.dumps(manifest, indent=2))
+        os.replace(temporary, folder / SAVE_MANIFEST)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Explanation:
+        """Read an explanation written by :meth:`save` (equal to the one saved).
+
+        Raises:
+            FileNotFoundError: no such folder, or no ``explanation.json`` in it (not a saved
+                explanation, or a save that did not finish).
+            ValueError: a folder written by a newer version of the package.
+        """
+        folder = Path(folder)
+        manifest_path = folder / SAVE_MANIFEST
+        if not manifest_path.is_file():
+            what = "no such folder" if not folder.is_dir() else f"it has no {SAVE_MANIFEST} (not a saved explanation, or an unfinished save)"
+            raise FileNotFoundError(f"cannot load an explanation from {str(folder)!r}: {what}")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format", 0) > SAVE_FORMAT:
+            raise ValueError(
+                f"{str(folder)!r} was saved in format {manifest['format']}; this version of hf_vit_rollout reads up to "
+                f"{SAVE_FORMAT} (upgrade the package)"
+            )
+        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in manifest["arrays"]}
+        with Image.open(folder / "image.png") as image:
+            image.load()
+        placement = manifest["placement"]
+        if placement is not None:
+            placement = Placement(**{k: _tuples(v) for k, v in placement.items()})
+        return cls(
+            image=image,
+            placement=placement,
+            params=manifest["params"],
+            **{name: manifest[name] for name in _PLAIN_FIELDS},
+            **{name: arrays.get(name) for name in _ARRAY_FIELDS},
+        )
 
     def heatmap_at(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """The heat-map drawn at ``size = (width, height)`` (default: the image's full size)."""
@@ -137,6 +266,28 @@ class Explanation:
         if image.size != (width, height):  # heat-maps of very large images are at a bounded size
             image = image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
         return viz.plot_heads(self.head_heatmaps, image, ncols, colormap, alpha, title)
+
+#: Fields stored as ``.npy`` files and as JSON values by :meth:`Explanation.save`.
+_ARRAY_FIELDS = ("mask", "heatmap", "token_relevance", "head_heatmaps")
+_PLAIN_FIELDS = ("method", "target", "label", "score", "predicted")
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Values in ``[0, 1]`` → 8-bit grey levels (rounded)."""
+    return np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _tuples(value):
+    """JSON lists back to the tuples a :class:`Placement` holds."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _same_image(a: Image.Image | None, b: Image.Image | None) -> bool:
+    """Same mode, size and pixels (PIL's own ``==`` also compares ``info``, such as a JPEG's EXIF)."""
+    if a is None or b is None:
+        return a is b
+    return a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes()
+
 
 def _same_array(a, b) -> bool:
     if a is None or b is None:

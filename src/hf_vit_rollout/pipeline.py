@@ -2,27 +2,35 @@
 
 Importing :mod:`hf_vit_rollout` registers the task. Its stages are the explainer's own
 (:mod:`hf_vit_rollout.stages`), with the same settings object, so a call gives the same maps
-through the pipeline as through :class:`~hf_vit_rollout.RolloutExplainer`::
+through the pipeline as through :class:`~hf_vit_rollout.RolloutExplainer`. Like every
+``transformers`` pipeline it answers with dicts, in the style of ``image-segmentation``::
 
-    from hf_vit_rollout import pipeline          # transformers.pipeline that also knows "demo"
+    from hf_vit_rollout.pipeline import pipeline   # transformers.pipeline that also knows "demo"
 
     explain = pipeline("vit-explanation", model="demo", method="gae")
-    explanation = explain("cat.png", target="tabby")
-    explanations = explain(["a.png", "b.png", "c.png"], target=[0, None, "ring"], batch_size=2)
-    top3 = explain("cat.png", top_k=3)           # three explanations, one forward pass
+    result = explain("cat.png", target="tabby")
+    result["label"], result["score"]             # the explained class and its probability
+    result["mask"]                               # PIL "L" heat-map at the image's size
+    result["overlay"]                            # PIL RGB heat-map blended onto the image
+    result["explanation"]                        # the full Explanation (mask array, params, ...)
+    results = explain(["a.png", "b.png", "c.png"], target=[0, None, "ring"], batch_size=2)
+    top3 = explain("cat.png", top_k=3)           # a list of three dicts, one forward pass
 
 ``transformers.pipeline("vit-explanation", model=path_or_hub_id)`` works the same way;
 ``transformers.pipeline`` resolves names itself and so does not know ``"demo"`` (pass
 ``hf_vit_rollout.demo_model_path()``, or use this module's :func:`pipeline`). Settings
 (``method``, ``head_fusion``, ``discard_ratio``, ``target``, ``text``, ``top_k``,
-``full_resolution``) may be given when the pipeline is built (checked then) or per call; unknown
-keywords raise ``TypeError``. Backbone checkpoints load without a classifier, never with a random one.
+``full_resolution``, ``layer``, ``head``, ``start_layer``) may be given when the pipeline is built
+(checked then) or per call; unknown keywords raise ``TypeError``. Backbone checkpoints load without
+a classifier, never with a random one. ``device`` takes what ``transformers`` takes (``-1``, ``0``,
+``"cuda:0"``, a ``torch.device``) and refuses devices this machine lacks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,11 +41,44 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from . import stages
 from .errors import InputError
 from .explainer import RolloutExplainer
+from .explanation import Explanation, _to_uint8
 from .loading import DEMO_MODEL, ExplainableModel, load_processors, resolve_source
-from .request import ExplainRequest
+from .request import ExplainRequest, check_device
 
 TASK = "vit-explanation"
-_SETTINGS = ("method", "head_fusion", "discard_ratio", "target", "text", "top_k", "full_resolution")
+_SETTINGS = (
+    "method", "head_fusion", "discard_ratio", "target", "text", "top_k", "full_resolution", "layer", "head", "start_layer",
+)
+
+
+class _Targeted(NamedTuple):
+    """An image travelling with its own target through the pipeline's batching."""
+
+    image: Any
+    target: Any
+
+
+def as_result(explanation: Explanation) -> dict:
+    """The pipeline's answer for one explained target: ``label``, ``score``, ``mask`` (a PIL ``"L"``
+    image of the heat-map, 0-255, at the heat-map's size: the input's own, or a bounded one for
+    images above :data:`~hf_vit_rollout.placement.HEATMAP_MAX_PIXELS` unless ``full_resolution``),
+    ``overlay`` (PIL RGB, the same size) and ``explanation`` (the full :class:`Explanation`)."""
+    return {
+        "label": explanation.label,
+        "score": explanation.score,
+        "mask": Image.fromarray(_to_uint8(explanation.heatmap), mode="L"),
+        "overlay": explanation.overlay(),
+        "explanation": explanation,
+    }
+
+
+def _refuse_dict(item, where: str) -> None:
+    if isinstance(item, dict):
+        raise InputError(
+            f"{where} is a dict ({', '.join(map(repr, list(item)[:4]))}); pass the image itself (a path, PIL image, "
+            "array or tensor) and its class with target=. For the rows of a datasets.Dataset use "
+            "transformers.pipelines.pt_utils.KeyDataset(dataset, 'image'), or hf_vit_rollout.explain_dataset"
+        )
 
 
 class ViTExplanationPipeline(Pipeline):
@@ -50,6 +91,8 @@ class ViTExplanationPipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         tokenizer = kwargs.pop("explainer_tokenizer", None)
+        if kwargs.get("device") is not None:  # transformers' own parsing gives torch's or an assertion's message
+            kwargs["device"] = check_device(kwargs["device"])
         self.explainer = None  # _sanitize_parameters runs inside super().__init__
         self._pending = {k: kwargs[k] for k in _SETTINGS if k in kwargs}
         super().__init__(*args, **kwargs)
@@ -71,17 +114,22 @@ class ViTExplanationPipeline(Pipeline):
         return {"request": request}, {"request": request}, {"request": request}
 
     def __call__(self, inputs=None, **kwargs):
+        """Explain one image (a dict back) or a list (a list of dicts back; with ``top_k`` a list of
+        ``k`` dicts per image). Generators and data sets stream as in ``transformers``."""
         if inputs is None or (isinstance(inputs, (list, tuple)) and len(inputs) == 0):
             raise InputError("got no images; pass an image or a non-empty list of images")
+        _refuse_dict(inputs, "the input")
         request = self.base_request.updated(**{k: v for k, v in kwargs.items() if k in _SETTINGS})
         single = isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor))
         if not single and not isinstance(inputs, (list, tuple)) and not request.targets_per_image:
             return super().__call__(inputs, **kwargs)  # generators and data sets stream as in transformers
         items = [inputs] if single else list(inputs)
+        for i, item in enumerate(items):
+            _refuse_dict(item, f"images[{i}]")
         if request.targets_per_image:  # one target per image travels with its image, whatever the batch
             if len(request.target) != len(items):
                 raise InputError(f"got {len(request.target)} targets for {len(items)} images; pass one target, or one per image")
-            items = [{"image": image, "target": target} for image, target in zip(items, request.target)]
+            items = [_Targeted(image, target) for image, target in zip(items, request.target)]
             extra = {k: v for k, v in kwargs.items() if k in ("batch_size", "num_workers")}
             results = super().__call__(items, _request=dataclasses.replace(request, target=None), **extra)
             return results[0] if single else results
@@ -89,9 +137,10 @@ class ViTExplanationPipeline(Pipeline):
         return results[0] if single else results
 
     def preprocess(self, item, request: ExplainRequest):
-        if isinstance(item, dict):  # an image with its own target (None: its predicted class)
-            image, target = item["image"], item["target"]
+        if isinstance(item, _Targeted):  # an image with its own target (None: its predicted class)
+            image, target = item
         else:
+            _refuse_dict(item, "an input")
             image, target = item, None if request.callable_target is not None else request.target
         prepared = stages.preprocess(self.explainer, image, target)
         return {"pixel_values": prepared.pixel_values[None].to(self.dtype), "prepared": [prepared]}
@@ -105,7 +154,10 @@ class ViTExplanationPipeline(Pipeline):
     def postprocess(self, model_outputs, request: ExplainRequest):
         results = model_outputs["results"]
         prepared, passed = results[0] if isinstance(results[0], list) else results
-        return stages.postprocess(self.explainer, prepared, passed, request)
+        explained = stages.postprocess(self.explainer, prepared, passed, request)
+        if isinstance(explained, list):  # top_k: one dict per class, most probable first
+            return [as_result(e) for e in explained]
+        return as_result(explained)
 
 
 def register() -> None:
@@ -122,6 +174,8 @@ def pipeline(task: str = TASK, model: str = DEMO_MODEL, **kwargs) -> ViTExplanat
     if task != TASK:
         raise ValueError(f"hf_vit_rollout.pipeline serves the {TASK!r} task; use transformers.pipeline for {task!r}")
     register()
+    if kwargs.get("device") is not None:  # before the weights load
+        kwargs["device"] = check_device(kwargs["device"])
     source = str(resolve_source(model)) if isinstance(model, str) else model
     if isinstance(source, str):
         processor, tokenizer = load_processors(source)
@@ -133,3 +187,37 @@ def pipeline(task: str = TASK, model: str = DEMO_MODEL, **kwargs) -> ViTExplanat
 def explanation_pipeline(model: str = DEMO_MODEL, **kwargs) -> ViTExplanationPipeline:
     """``pipeline("vit-explanation", model, ...)``: the name 0.1.0 exported."""
     return pipeline(TASK, model, **kwargs)
+
+
+def gradio_interface(explain: ViTExplanationPipeline, **interface_kwargs):
+    """A ``gradio.Interface`` for this pipeline: an image in; the overlay and the explained class out.
+
+    ``gr.Interface.from_pipeline`` knows only ``transformers``' built-in tasks and refuses this one
+    (gradio raises ``ValueError: pipeline must be a transformers.pipeline or diffusers.pipeline``);
+    this builds the equivalent. ``hf-vit-rollout app`` is the full app (models, methods, targets).
+
+    Args:
+        explain: a ``vit-explanation`` pipeline; its settings (method, target, ...) apply to every call.
+        **interface_kwargs: passed to ``gradio.Interface`` (``title``, ``examples``, ...).
+    """
+    import gradio as gr
+
+    if not isinstance(explain, ViTExplanationPipeline):
+        raise TypeError(f"gradio_interface takes a {TASK!r} pipeline, got {type(explain).__name__}")
+
+    def run(image):
+        if image is None:
+            raise gr.Error("upload an image first")
+        result = explain(image)
+        result = result[0] if isinstance(result, list) else result
+        if result["label"] is None or result["score"] is None:  # a backbone: no class to show
+            return result["overlay"], "(no classifier head)"
+        return result["overlay"], {result["label"]: result["score"]}
+
+    interface_kwargs.setdefault("title", f"{explain.base_request.method} · {explain.model.config.name_or_path}")
+    return gr.Interface(
+        fn=run,
+        inputs=gr.Image(type="pil", label="image"),
+        outputs=[gr.Image(type="pil", label="overlay"), gr.Label(label="explained class")],
+        **interface_kwargs,
+    )

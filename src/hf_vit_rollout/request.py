@@ -245,26 +245,70 @@ class ExplainRequest:
         return out
 
 
-def check_device(device) -> None:
-    """Raise ``ValueError`` for a device this machine's torch cannot use (``None`` is fine).
+def check_device(device):
+    """The device a user named → a ``torch.device`` this machine has (``None`` stays ``None``).
 
-    ``"bogus"`` is not a device; ``"cuda"`` needs a CUDA build of torch and a GPU; ``"cuda:3"``
-    needs four GPUs; ``"mps"`` needs Apple's Metal backend.
+    Accepts what ``transformers`` accepts: a ``torch.device``; a string (``"cpu"``, ``"cuda"``,
+    ``"cuda:1"``, ``"mps"``, ``"xpu:0"``, ...); an integer, ``-1`` for the CPU and ``N >= 0`` for
+    accelerator ``N`` (CUDA; Apple's MPS for ``0`` on a Mac). A string of digits (the CLI's
+    ``--device 0``) counts as that integer. Unlike ``transformers``, an accelerator index on a machine
+    without one is an error, not a silent fall-back to the CPU.
+
+    Raises:
+        ValueError: not a device (``"bogus"``, ``True``, ``1.5``), or one this machine lacks
+            (``"cuda"`` on a CPU-only build of torch, ``"cuda:3"`` with two GPUs, ``"mps"`` off a Mac,
+            ``"meta"``, which holds no weights).
     """
     if device is None:
-        return
+        return None
     import torch
 
+    if isinstance(device, str) and device.strip().lstrip("-").isdigit():
+        device = int(device.strip())
+    if isinstance(device, numbers.Integral) and not isinstance(device, (bool, np.bool_)):
+        return _accelerator(int(device))
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(
+            f"device must be a torch.device, a string such as 'cpu' or 'cuda:0', or an integer (-1: CPU, N: GPU N); "
+            f"got {type(device).__name__} {device!r}"
+        )
     try:
         parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"device {device!r} is not available: {build}; use --device cpu")
-        if parsed.index is not None and parsed.index >= count:
-            raise ValueError(f"device {device!r} is not available: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
-    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} is not available on this machine; use 'cpu'")
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or an integer (-1: CPU, N: GPU N)") from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "meta":
+        raise ValueError("device 'meta' holds no weights, so nothing can be explained on it; use 'cpu' or a GPU")
+    backend = getattr(torch, parsed.type, None) if parsed.type != "mps" else getattr(torch.backends, "mps", None)
+    available = bool(backend is not None and hasattr(backend, "is_available") and backend.is_available())
+    if not available:
+        if parsed.type == "cuda":
+            reason = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        else:
+            reason = f"this machine's torch has no {parsed.type} device"
+        raise ValueError(f"device {str(device)!r} is not available: {reason}; use 'cpu'")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise ValueError(
+            f"device {str(device)!r} is not available: this machine has {count} {parsed.type} device(s) "
+            f"({parsed.type}:0 to {parsed.type}:{count - 1})"
+        )
+    return parsed
+
+
+def _accelerator(index: int):
+    """``transformers``' integer device: ``-1`` the CPU, ``N`` the N-th accelerator (CUDA, or MPS for 0)."""
+    import torch
+
+    if index == -1:
+        return torch.device("cpu")
+    if index < -1:
+        raise ValueError(f"device {index} is not a device; use -1 for the CPU or N >= 0 for GPU N")
+    if torch.cuda.is_available():
+        return check_device(f"cuda:{index}")
+    mps = getattr(torch.backends, "mps", None)
+    if index == 0 and mps is not None and mps.is_available():
+        return torch.device("mps")
+    build = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+    raise ValueError(f"device {index} (GPU {index}) is not available: {build}; use 'cpu' or -1")
