@@ -70,7 +70,7 @@ class LayerReadout:
         if not self._owned():
             return None
         if args:
-            return None
+            fresh = args[0].detach().requires_grad_(True)
             return (fresh, *args[1:]), kwargs
         fresh = kwargs["hidden_states"].detach().requires_grad_(True)
         return args, {**kwargs, "hidden_states": fresh}
@@ -82,7 +82,7 @@ class LayerReadout:
             self._states.append(_hidden(output))
             if not last:
                 return None
-            stacked, self._states = torch.cat(self._states[::-1]), []
+            stacked, self._states = torch.cat(self._states), []
             return _with_hidden(output, stacked)
 
         return hook

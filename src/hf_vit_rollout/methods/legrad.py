@@ -43,7 +43,7 @@ def legrad_layer(
     Returns:
         ``(B, N)``: the mean over query rows of the fused positive gradient, one value per key token.
     """
-    return fuse_heads(grad.float().clamp(min=0), head_fusion).mean(dim=-1)
+    return fuse_heads(grad.float().clamp(min=0), head_fusion).mean(dim=-2)
 
 
 def legrad(
@@ -76,4 +76,4 @@ def legrad(
 
 def shift_to_patch_minimum(rows: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
     """``(B, N)`` rows minus each row's minimum over the patch tokens (``rows[:, num_prefix_tokens:]``)."""
-    return rows - rows.amin(dim=1, keepdim=True)
+    return rows - rows[:, num_prefix_tokens:].amin(dim=1, keepdim=True)
