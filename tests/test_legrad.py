@@ -91,6 +91,11 @@ def test_legrad_pure_function_and_options(demo):
     torch.testing.assert_close(ours, expected[:, 1:] - expected[:, 1:].amin(1, keepdim=True), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="start_layer 4 is out of range"):
         legrad(grads, start_layer=4)
+    # the minimum is the patch tokens' own: a class token below every patch does not set it
+    synthetic = torch.rand(1, 2, 5, 5, generator=torch.Generator().manual_seed(0)) + 1.0
+    synthetic[..., 0] = 0.0
+    shifted = legrad([synthetic], num_prefix_tokens=1)
+    assert shifted[0, 1:].amin() == 0 and shifted[0, 0] < 0
 
 
 def test_legrad_with_top_k_and_batches(demo):
