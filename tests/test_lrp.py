@@ -156,6 +156,20 @@ def test_conservation_on_the_demo_model(demo):
     assert torch.all(relevance_budget(model, pixels, rules=CP_LRP).fractions()["unaccounted"].abs() < 1e-5)
 
 
+def test_relevance_budget_books_attention_biases():
+    """BEiT adds a relative position bias to the attention scores: AttnLRP's softmax rule passes some of
+    the scores' relevance to it, which the budget books; the budget then closes."""
+    model = _model("beit_relative_bias")
+    with torch.no_grad():  # the tables start at zero
+        for name, parameter in model.named_parameters():
+            if "relative_position_bias_table" in name:
+                parameter.normal_(0, 1)
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    budget = relevance_budget(model, pixels, target=1)
+    assert budget.absorbed["attention_bias"].abs().min() > 1e-4 * budget.score.abs().max()
+    assert torch.all(budget.fractions()["unaccounted"].abs() < 1e-5)
+
+
 # ----------------------------------------------------------------------------- the context
 
 
