@@ -148,16 +148,17 @@ class _Folds:
 
     def __init__(self, layout, request: ExplainRequest, weights: torch.Tensor, buffer_mib: float, batch: int, num_layers: int):
         self.spec, self.request, self.weights, self.layout = request.spec, request, weights, layout
-        if layout.hierarchical and self.spec.combine != "product":
+        if layout.hierarchical and self.spec.combine in ("flow", "layer"):
             raise ValueError(
                 f"method {self.spec.name!r} combines layers by {self.spec.combine!r}, which needs one token set "
                 "in every layer; this windowed model changes its tokens between stages, so use a method that "
-                "multiplies per-layer maps (rollout, grad_rollout or gae)"
+                "multiplies per-layer maps, adds them up or reads the input relevance (rollout, grad_rollout, gae, "
+                "transformer_attribution, attnlrp, cp_lrp, libragrad, legrad)"
             )
-        if layout.hierarchical and (self.spec.rules is not None or request.start_layer):
+        if layout.hierarchical and request.start_layer:
             raise ValueError(
-                f"{'start_layer=' if request.start_layer else repr(self.spec.name)} is not supported for windowed "
-                "models (Swin): their chain changes tokens between stages; use rollout, grad_rollout or gae"
+                "start_layer= is not supported for windowed models (Swin): their chain changes tokens between "
+                "stages, so a chain started inside it has no token set to start from"
             )
         self.buffer_bytes = buffer_mib * 2**20
         self.batch = batch
@@ -257,10 +258,20 @@ class _Folds:
     def summed(self, fold: dict, num_layers: int) -> torch.Tensor:
         """``(B, N)``: the read-out layers' rows from ``start_layer`` on, added up, minus their minimum
         over the patch tokens (LeGrad's min-max normalisation, completed by the max-scaled mask)."""
-        rows = [fold[layer] for layer in sorted(fold) if layer >= self.start_layer]
+        rows = [self.on_first_stage(fold[layer], layer) for layer in sorted(fold) if layer >= self.start_layer]
         if not rows:
             raise CaptureError(f"no read-out layer's attention received a gradient (layers {sorted(fold)})")
         return shift_to_patch_minimum(torch.stack(rows).sum(0), self.layout.num_prefix_tokens)
+
+    def on_first_stage(self, row: torch.Tensor, layer: int) -> torch.Tensor:
+        """A block's ``(B, N_s)`` row carried down to the first stage's tokens through the patch
+        mergings, each token's value split equally among its children (identity for a ViT)."""
+        if not self.layout.hierarchical:
+            return row
+        for stage in reversed(range(self.layout.blocks[layer].stage)):
+            merge = self.layout.merge_map(stage, row.shape[0], dtype=row.dtype, device=row.device)
+            row = torch.bmm(row.unsqueeze(1), merge).squeeze(1)
+        return row
 
     def heads(self) -> torch.Tensor | None:
         """``(B, H, N)``: every head's row of the chosen layer (``"layer"`` methods with ``head=None``)."""

@@ -145,12 +145,16 @@ class RelevanceContext:
         check_supported(model.config)
         self.model, self.rules, self.budget = model, rules, budget
         self.root = model if root is None else root
-        if attention_modules is None:
-            attention_modules = find_attention_modules(self.root)
+        if attention_modules is None:  # as the explainer finds them (windowed models: block by block)
+            from ..window_capture import attention_setup
+
+            vision = getattr(model.config, "vision_config", None) or model.config
+            attention_modules = attention_setup(self.root, getattr(vision, "model_type", None))[2]
         if any(capture_module._eager_function(module) is None for _, module, _ in attention_modules):
             raise ValueError(
                 f"{type(model).__name__}'s attention modules do not dispatch through transformers' "
-                "AttentionInterface, so no LRP rule can be attached to their attention"
+                "AttentionInterface (they compute q·kᵀ, the softmax and A·v inline in their own forward), so no "
+                "LRP rule can be attached to their attention; use a gradient method (grad_rollout, gae, legrad)"
             )
         self._modules = attention_modules
         self._attention_ids = {id(module) for _, module, _ in attention_modules}
