@@ -101,6 +101,16 @@ def fix_malloc_thresholds() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 2**30)) and bool(libc.mallopt(m_trim_threshold, 2**30))
 
 
+def forward_backward(model, x: torch.Tensor, target: torch.Tensor) -> None:
+    """The floor of the gradient methods: eager forward, then the gradient of one logit per image
+    down to the input (then back to SDPA)."""
+    model.set_attn_implementation("eager")
+    pixels = x.clone().requires_grad_(True)
+    logits = model(pixel_values=pixels).logits
+    torch.autograd.grad(logits.gather(1, target[:, None]).sum(), pixels)
+    model.set_attn_implementation("sdpa")
+
+
 def forward_pass(model, x: torch.Tensor, impl: str) -> None:
     """The model alone on ``x``, no grad, with attention implementation ``impl`` (then back to SDPA)."""
     model.set_attn_implementation(impl)
@@ -261,13 +271,6 @@ def speed(args):
         x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
         target = torch.zeros(batch, dtype=torch.long, device=device)
 
-        def forward_backward(x=x, target=target):
-            model.set_attn_implementation("eager")
-            pixels = x.clone().requires_grad_(True)
-            logits = model(pixel_values=pixels).logits
-            torch.autograd.grad(logits.gather(1, target[:, None]).sum(), pixels)
-            model.set_attn_implementation("sdpa")
-
         def ours(method, ratio=None, which=explainer, x=x):
             gradient = METHODS[method].needs_gradient
             return lambda: which.relevance_maps(x, target=0 if gradient else None, method=method, discard_ratio=ratio)
@@ -275,7 +278,7 @@ def speed(args):
         rows = {
             eager: lambda x=x: forward_pass(model, x, "eager"),
             "forward (sdpa)": lambda x=x: forward_pass(model, x, "sdpa"),
-            fb: forward_backward,
+            fb: lambda x=x, target=target: forward_backward(model, x, target),
             "ours: rollout": ours("rollout"),
             "ours: rollout (discard 0)": ours("rollout", 0.0),
             "ours: rollout, product": ours("rollout", which=product),
@@ -349,11 +352,11 @@ def breakdown_attribution(args):
         target = torch.zeros(batch, dtype=torch.long, device=device)
 
         def floor(x=x, target=target):
-            model.set_attn_implementation("eager")
-            pixels = x.clone().requires_grad_(True)
-            logits = model(pixel_values=pixels).logits
-            plain_grad(logits.gather(1, target[:, None]).sum(), pixels)
-            model.set_attn_implementation("sdpa")
+            inside[0] = True  # the floor's own gradient is not Transformer Attribution's
+            try:
+                forward_backward(model, x, target)
+            finally:
+                inside[0] = False
 
         def call(x=x):
             explainer.relevance_maps(x, target=0, method="transformer_attribution")

@@ -6,18 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from hf_vit_rollout import RolloutExplainer
-from hf_vit_rollout.demo import example_images
 from hf_vit_rollout.lrp import CP_LRP, attnlrp_relevance, relevance_budget
 
 
 @pytest.fixture(scope="module")
-def demo():
-    explainer = RolloutExplainer.from_pretrained("demo")
-    images = [Image.open(p).convert("RGB") for p in example_images()]
-    return explainer, explainer.image_processor(images=images, return_tensors="pt")["pixel_values"], images
+def demo(demo_batch):
+    return demo_batch
 
 
 def test_cp_lrp_conserves_the_logit_on_the_demo_model(demo):

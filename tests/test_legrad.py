@@ -38,14 +38,8 @@ def _min_max(rows, prefix):
 
 
 @pytest.fixture(scope="module")
-def demo():
-    explainer = RolloutExplainer.from_pretrained("demo")
-    from PIL import Image
-
-    from hf_vit_rollout.demo import example_images
-
-    images = [Image.open(p).convert("RGB") for p in example_images()]
-    return explainer, explainer.image_processor(images=images, return_tensors="pt")["pixel_values"], images
+def demo(demo_batch):
+    return demo_batch
 
 
 def _vit_readout(model):

@@ -20,10 +20,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers as T
-from PIL import Image
 
 from hf_vit_rollout import RolloutExplainer
-from hf_vit_rollout.demo import example_images
 from hf_vit_rollout.lrp import LIBRAGRAD, libragrad_relevance, relevance_budget
 
 
@@ -63,10 +61,8 @@ def reference(model, pixels, chosen, probability=True):
 
 
 @pytest.fixture(scope="module")
-def demo():
-    explainer = RolloutExplainer.from_pretrained("demo")
-    images = [Image.open(p).convert("RGB") for p in example_images()]
-    return explainer, explainer.image_processor(images=images, return_tensors="pt")["pixel_values"], images
+def demo(demo_batch):
+    return demo_batch
 
 
 def test_libragrad_equals_the_reference_on_the_demo_model(demo):

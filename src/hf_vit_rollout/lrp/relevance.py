@@ -96,6 +96,7 @@ def attnlrp_relevance(
     root: nn.Module | None = None,
     forward: Callable | None = None,
     rules: RuleSet = ATTNLRP,
+    probability: bool = False,
 ) -> RelevanceResult:
     """AttnLRP token relevance for already-preprocessed inputs.
 
@@ -105,7 +106,9 @@ def attnlrp_relevance(
         target: see :func:`explained_scores`.
         root: the vision tower (CLIP/SigLIP); default ``model``.
         forward: ``forward(pixel_values) -> outputs`` if the call is not ``root(pixel_values=...)``.
-        rules: the rule set (default :data:`ATTNLRP`; another ε via ``dataclasses.replace``).
+        rules: the rule set (default :data:`ATTNLRP`; another ε via ``dataclasses.replace``;
+            :data:`~hf_vit_rollout.lrp.CP_LRP`, :data:`~hf_vit_rollout.lrp.LIBRAGRAD`).
+        probability: explain the class's softmax probability instead of its logit.
 
     Returns:
         A :class:`RelevanceResult` whose ``token_relevance[b, j]`` is the relevance of token ``j``
@@ -115,7 +118,7 @@ def attnlrp_relevance(
     """
     with RelevanceContext(model, rules, root=root) as context:
         outputs = _forward(context, pixel_values, forward)
-        scores, chosen = explained_scores(outputs, target)
+        scores, chosen = explained_scores(outputs, target, probability=probability)
         (density,) = context.relevance_grad(scores, [context.inputs])
         token_relevance = (context.inputs * density).sum(dim=-1).detach()
         return _result(outputs, scores, chosen, context, token_relevance=token_relevance)
@@ -168,12 +171,7 @@ def libragrad_relevance(
         A :class:`RelevanceResult` with ``token_relevance`` ``(B, N)`` and ``scores`` the explained
         probabilities.
     """
-    with RelevanceContext(model, LIBRAGRAD, root=root) as context:
-        outputs = _forward(context, pixel_values, forward)
-        scores, chosen = explained_scores(outputs, target, probability=True)
-        (density,) = context.relevance_grad(scores, [context.inputs])
-        token_relevance = (context.inputs * density).sum(dim=-1).detach()
-        return _result(outputs, scores, chosen, context, token_relevance=token_relevance)
+    return attnlrp_relevance(model, pixel_values, target, root, forward, rules=LIBRAGRAD, probability=True)
 
 
 @dataclass
