@@ -8,8 +8,9 @@ Speed (``python benchmarks/speed.py``): a random-weight DeiT-tiny-shaped model (
   (the floor for the gradient methods);
 * ``ours: <method>``: ``RolloutExplainer.relevance_maps`` on the same tensors (``rollout, product``:
   with ``rollout_buffer_mib=0``, the strict ``O(B·N²)``-memory running product);
-* ``ours: attention / transformer_attribution / attnlrp``: the same call for raw attention (last
-  layer, heads fused), Chefer et al.'s Transformer Attribution and AttnLRP;
+* ``ours: attention / transformer_attribution / attnlrp / cp_lrp / libragrad / legrad``: the same
+  call for raw attention (last layer, heads fused), Chefer et al.'s Transformer Attribution, AttnLRP,
+  CP-LRP, LibraGrad and LeGrad;
 * ``original: <method>``: the original tool's approach, re-implemented here: one image at a time,
   forward hooks on the attention modules copying every map to the CPU, gradients collected by
   hooks into a list, rollout computed afterwards from the stored maps.
@@ -29,6 +30,12 @@ functions).
 Breakdown (``python benchmarks/speed.py --breakdown``): where rollout's own time goes inside real
 explainer calls (data fresh from the model, not hot in cache): the time spent in ``rollout_layer``
 per layer, next to the model's own time per layer, and the rest of the call.
+``--breakdown transformer_attribution`` splits Transformer Attribution's calls instead into the
+ordinary gradient pass, the LRP relevance pass and the rest (the forward pass under the capture and
+the rules' gates, the per-layer maps and the final fold), next to the model's own eager
+forward+backward.
+
+``--methods m1 m2 ...`` restricts the speed table to the floors and those methods' rows.
 
 ``--device cuda --dtype float16`` runs them on a GPU (maps are computed in float32 regardless).
 
@@ -92,6 +99,16 @@ def fix_malloc_thresholds() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
     return bool(libc.mallopt(m_mmap_threshold, 2**30)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+
+
+def forward_backward(model, x: torch.Tensor, target: torch.Tensor) -> None:
+    """The floor of the gradient methods: eager forward, then the gradient of one logit per image
+    down to the input (then back to SDPA)."""
+    model.set_attn_implementation("eager")
+    pixels = x.clone().requires_grad_(True)
+    logits = model(pixel_values=pixels).logits
+    torch.autograd.grad(logits.gather(1, target[:, None]).sum(), pixels)
+    model.set_attn_implementation("sdpa")
 
 
 def forward_pass(model, x: torch.Tensor, impl: str) -> None:
@@ -245,7 +262,7 @@ def speed(args):
     print(f"DeiT-tiny shape (12 layers × 3 heads × 198 tokens), random weights, {args.dtype}, torch {torch.__version__}, "
           f"{where}, malloc thresholds {args.malloc}; {args.rounds} interleaved rounds (median); "
           "× floor = time / floor time of the same round; "
-          "peak = extra peak memory of one call\n")
+          f"peak = extra peak memory of one call; load average {os.getloadavg()[0]:.1f} at the start\n")
     header = f"{'batch':>5s}  {'row':32s} {'img/s':>8s} {'× floor':>8s} {'vs original':>12s} {'peak MiB':>9s}"
     print(header)
     print("-" * len(header))
@@ -254,13 +271,6 @@ def speed(args):
         x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
         target = torch.zeros(batch, dtype=torch.long, device=device)
 
-        def forward_backward(x=x, target=target):
-            model.set_attn_implementation("eager")
-            pixels = x.clone().requires_grad_(True)
-            logits = model(pixel_values=pixels).logits
-            torch.autograd.grad(logits.gather(1, target[:, None]).sum(), pixels)
-            model.set_attn_implementation("sdpa")
-
         def ours(method, ratio=None, which=explainer, x=x):
             gradient = METHODS[method].needs_gradient
             return lambda: which.relevance_maps(x, target=0 if gradient else None, method=method, discard_ratio=ratio)
@@ -268,7 +278,7 @@ def speed(args):
         rows = {
             eager: lambda x=x: forward_pass(model, x, "eager"),
             "forward (sdpa)": lambda x=x: forward_pass(model, x, "sdpa"),
-            fb: forward_backward,
+            fb: lambda x=x, target=target: forward_backward(model, x, target),
             "ours: rollout": ours("rollout"),
             "ours: rollout (discard 0)": ours("rollout", 0.0),
             "ours: rollout, product": ours("rollout", which=product),
@@ -278,10 +288,16 @@ def speed(args):
             "ours: attention": ours("attention"),
             "ours: transformer_attribution": ours("transformer_attribution"),
             "ours: attnlrp": ours("attnlrp"),
+            "ours: cp_lrp": ours("cp_lrp"),
+            "ours: libragrad": ours("libragrad"),
+            "ours: legrad": ours("legrad"),
         }
         if batch <= args.original_max_batch:
             rows["original: rollout"] = lambda x=x: original(x, "rollout")
             rows["original: grad_rollout"] = lambda x=x: original(x, "grad_rollout")
+        if args.methods:
+            rows = {name: fn for name, fn in rows.items()
+                    if not name.startswith(("ours", "original")) or name.split(": ")[-1] in args.methods}
         backward = [m for m, spec in METHODS.items() if spec.needs_gradient]  # floor: forward+backward
         floors = {name: fb if any(m in name for m in backward) else eager for name in rows if name not in (eager, fb)}
         floors["forward (sdpa)"] = eager
@@ -296,6 +312,78 @@ def speed(args):
             ratio_text = f"{ratio:8.2f}" if ratio is not None else " " * 8
             print(f"{batch:5d}  {name:32s} {batch / seconds:8.1f} {ratio_text} {versus:>12s} {peak:9.0f}", flush=True)
         print()
+
+
+def breakdown_attribution(args):
+    """Split Transformer Attribution's explainer calls into their passes (see the module docstring)."""
+    from hf_vit_rollout.lrp.context import RelevanceContext
+
+    device, dtype = args.device, DTYPES[args.dtype]
+    model, processor = deit_tiny(device, dtype)
+    explainer = RolloutExplainer(model, processor)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    spent = {"gradient": 0.0, "relevance": 0.0}
+    plain_grad, relevance_grad = torch.autograd.grad, RelevanceContext.relevance_grad
+    inside = [False]
+
+    def timed_grad(*a, **k):
+        if inside[0]:
+            return plain_grad(*a, **k)
+        sync()
+        started = time.perf_counter()
+        out = plain_grad(*a, **k)
+        sync()
+        spent["gradient"] += time.perf_counter() - started
+        return out
+
+    def timed_relevance(self, *a, **k):
+        inside[0] = True
+        sync()
+        started = time.perf_counter()
+        try:
+            return relevance_grad(self, *a, **k)
+        finally:
+            sync()
+            spent["relevance"] += time.perf_counter() - started
+            inside[0] = False
+
+    for batch in args.batches:
+        x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
+        target = torch.zeros(batch, dtype=torch.long, device=device)
+
+        def floor(x=x, target=target):
+            inside[0] = True  # the floor's own gradient is not Transformer Attribution's
+            try:
+                forward_backward(model, x, target)
+            finally:
+                inside[0] = False
+
+        def call(x=x):
+            explainer.relevance_maps(x, target=0, method="transformer_attribution")
+
+        floor(), call()  # warm-up
+        samples = {"floor": [], "call": [], "gradient": [], "relevance": []}
+        torch.autograd.grad, RelevanceContext.relevance_grad = timed_grad, timed_relevance
+        try:
+            for _ in range(args.rounds):
+                for name, fn in (("floor", floor), ("call", call)):
+                    spent.update(gradient=0.0, relevance=0.0)
+                    sync()
+                    started = time.perf_counter()
+                    fn()
+                    sync()
+                    samples[name].append(time.perf_counter() - started)
+                samples["gradient"].append(spent["gradient"])
+                samples["relevance"].append(spent["relevance"])
+        finally:
+            torch.autograd.grad, RelevanceContext.relevance_grad = plain_grad, relevance_grad
+        fb, total, gradient, relevance = (statistics.median(samples[k]) * 1e3 for k in ("floor", "call", "gradient", "relevance"))
+        ratio = statistics.median(c / f for c, f in zip(samples["call"], samples["floor"]))
+        rest = total - gradient - relevance
+        print(f"batch {batch}: eager forward+backward {fb:.1f} ms; transformer_attribution call {total:.1f} ms "
+              f"({ratio:.2f}× forward+backward): gradient pass {gradient:.1f} ms ({gradient / fb:.2f}×), "
+              f"relevance pass {relevance:.1f} ms ({relevance / fb:.2f}×), forward pass, maps and fold {rest:.1f} ms "
+              f"({rest / fb:.2f}×); load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def breakdown(args):
@@ -429,7 +517,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (the CI machine has 2 cores)")
     parser.add_argument("--memory", action="store_true", help="run the ViT-L/384 memory comparison instead")
-    parser.add_argument("--breakdown", action="store_true", help="time rollout's steps inside explainer calls instead")
+    parser.add_argument("--breakdown", nargs="?", const="rollout", choices=["rollout", "transformer_attribution"],
+                        help="time rollout's steps (or Transformer Attribution's passes) inside explainer calls instead")
+    parser.add_argument("--methods", nargs="+", default=None, help="speed table: only these methods' rows (and the floors)")
     parser.add_argument("--malloc", choices=["fixed", "default"], default="fixed",
                         help="fixed: glibc's mmap/trim thresholds fixed at 1 GiB for the timing (see "
                              "fix_malloc_thresholds); default: glibc's moving thresholds")
@@ -442,6 +532,8 @@ def main() -> None:
         memory_child(args.memory_child, args.device, DTYPES[args.dtype])
     elif args.memory:
         memory(args)
+    elif args.breakdown == "transformer_attribution":
+        breakdown_attribution(args)
     elif args.breakdown:
         breakdown(args)
     else:

@@ -29,7 +29,17 @@ from hf_vit_rollout.methods import METHODS
 from hf_vit_rollout.metrics import class_sensitivity, energy_in_mask, pointing_game
 
 BENCHMARK_SEED = HELD_OUT_SEED + 5_000_000  # as benchmarks/localization.py
-CONFIGS = [("rollout", "mean", 0.0), ("rollout", "mean", 0.9), ("grad_rollout", "mean", 0.0), ("gae", "mean", 0.0)]
+CONFIGS = [
+    ("rollout", "mean", 0.0),
+    ("rollout", "mean", 0.9),
+    ("grad_rollout", "mean", 0.0),
+    ("gae", "mean", 0.0),
+    ("transformer_attribution", "mean", 0.0),
+    ("attnlrp", "mean", 0.0),
+    ("cp_lrp", "mean", 0.0),
+    ("libragrad", "mean", 0.0),
+    ("legrad", "mean", 0.0),
+]
 
 
 def raw_grids(explainer, samples, pairs, config, batch_size=32) -> torch.Tensor:
@@ -67,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--models", nargs="+", default=["demo-swin", "demo"])
+    parser.add_argument("--methods", nargs="+", default=None, help="only these methods' rows")
     args = parser.parse_args()
     torch.set_num_threads(2)
     samples = [make_sample(BENCHMARK_SEED + i) for i in range(args.images)]
@@ -77,7 +88,7 @@ def main() -> None:
     print("|---" * 11 + "|")
     for name in args.models:
         explainer = RolloutExplainer.from_pretrained(name)
-        for config in CONFIGS:
+        for config in [c for c in CONFIGS if args.methods is None or c[0] in args.methods]:
             started = time.perf_counter()
             grids = raw_grids(explainer, samples, pairs, config)
             seconds = time.perf_counter() - started

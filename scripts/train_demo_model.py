@@ -95,6 +95,9 @@ def make_parser(description: str, steps: int, batch_size: int, lr: float, eval_e
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=eval_every, help="log held-out accuracy on 500 images this often")
     parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--state", type=Path, default=None,
+                        help="save the whole training state here every --state-every steps, and resume from it if it exists")
+    parser.add_argument("--state-every", type=int, default=100)
     return parser
 
 
@@ -108,9 +111,19 @@ def train(model, processor, args, log_every: int = 250) -> float:
         lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0))),
     )
     rng = np.random.default_rng(args.seed)
+    first, spent = 0, 0.0
+    state = getattr(args, "state", None)
+    if state is not None and state.exists():  # resume: the same run, continued (same seeds, same schedule)
+        saved = torch.load(state, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        rng.bit_generator.state = saved["rng"]
+        first, spent = saved["step"], saved["seconds"]
+        log.info("resumed from %s at step %d (%.0f s of training so far)", state, first, spent)
     model.train()
-    started = time.time()
-    for step in range(args.steps):
+    started = time.time() - spent
+    for step in range(first, args.steps):
         seeds = rng.integers(0, HELD_OUT_SEED, args.batch_size)
         pixels, targets = batch(seeds, processor)
         logits = model(pixel_values=pixels).logits
@@ -126,6 +139,11 @@ def train(model, processor, args, log_every: int = 250) -> float:
         if args.eval_every and step and step % args.eval_every == 0:
             interim = evaluate(model, processor, 500)
             log.info("step %d held-out: label accuracy %.4f, exact match %.4f", step, interim["label_accuracy"], interim["exact_match"])
+        if state is not None and (step + 1) % args.state_every == 0:
+            keep = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "rng": rng.bit_generator.state, "step": step + 1, "seconds": time.time() - started}
+            torch.save(keep, state.with_suffix(".tmp"))
+            state.with_suffix(".tmp").replace(state)
     return time.time() - started
 
 

@@ -1,15 +1,16 @@
 """Train the demo Swin shipped in ``src/hf_vit_rollout/demo/checkpoint_swin``.
 
-A small ``SwinForImageClassification`` (64 px input, 4 px patches, three stages with 16 × 16,
-8 × 8 and 4 × 4 token grids, 4 × 4 windows, shifted windows in every second block) learns the ten
-shape classes of :mod:`hf_vit_rollout.demo.data`, with the recipe of ``train_demo_model.py`` (the
-demo ViT): fresh images every step from seeds below ``HELD_OUT_SEED``, soft-target cross-entropy
-over the objects' classes, AdamW with warm-up and cosine decay, held-out evaluation on seeds from
+A small ``SwinForImageClassification`` (64 px input, 4 px patches, two stages with 16 × 16 and
+8 × 8 token grids, 4 × 4 windows, shifted windows in every second block) learns the ten shape
+classes of :mod:`hf_vit_rollout.demo.data`, with the recipe of ``train_demo_model.py`` (the demo
+ViT): fresh images every step from seeds below ``HELD_OUT_SEED``, soft-target cross-entropy over
+the objects' classes, AdamW with warm-up and cosine decay, held-out evaluation on seeds from
 ``HELD_OUT_SEED`` (a class counts as present when its softmax probability exceeds
 ``PRESENT_THRESHOLD``). Data, processor and evaluation are imported from that script so both demo
-models are trained and scored the same way::
+models are trained and scored the same way, for as long: 3,000 steps of 64 images::
 
     python scripts/train_demo_swin.py                  # writes the shipped checkpoint
+    python scripts/train_demo_swin.py --state /tmp/swin.state   # resumable: saved every 100 steps
     python scripts/train_demo_swin.py --steps 100 --out /tmp/quick   # a quick smoke run
 """
 
@@ -55,7 +56,7 @@ def build_model(seed: int) -> SwinForImageClassification:
 
 
 def main(argv=None) -> None:
-    args = make_parser(__doc__, 700, 32, 2e-3, 350, CHECKPOINT).parse_args(argv)
+    args = make_parser(__doc__, 3000, 64, 2e-3, 500, CHECKPOINT).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     model, processor = build_model(args.seed), build_processor()

@@ -143,3 +143,14 @@ def images():
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)),
         Image.fromarray(rng.integers(0, 256, (30, 90, 3), dtype=np.uint8)),
     ]
+
+
+@pytest.fixture(scope="session")
+def demo_batch():
+    """``(explainer, pixel_values, images)``: the shipped demo ViT and its four example images."""
+    from hf_vit_rollout import RolloutExplainer
+    from hf_vit_rollout.demo import example_images
+
+    explainer = RolloutExplainer.from_pretrained("demo")
+    images = [Image.open(p).convert("RGB") for p in example_images()]
+    return explainer, explainer.image_processor(images=images, return_tensors="pt")["pixel_values"], images

@@ -21,6 +21,9 @@ SPEED_ROWS = [
     "ours: attention",
     "ours: transformer_attribution",
     "ours: attnlrp",
+    "ours: cp_lrp",
+    "ours: libragrad",
+    "ours: legrad",
     "original: rollout",
     "original: grad_rollout",
 ]

@@ -140,12 +140,11 @@ def test_attention_heads_are_plotted_from_an_explanation(family_checkpoint):
     assert explainer(IMAGE, method="attention", head=0).head_heatmaps is None
 
 
-@pytest.mark.parametrize("method", NEW_METHODS)
-def test_windowed_models_refuse_the_new_methods(checkpoint, method):
+def test_windowed_models_refuse_raw_attention_and_start_layer(checkpoint):
     explainer = RolloutExplainer.from_pretrained(checkpoint("swin"))
-    with pytest.raises(ValueError, match="windowed"):
-        explainer(IMAGE, method=method)
-    with pytest.raises(ValueError, match="windowed"):
+    with pytest.raises(ValueError, match="windowed model changes its tokens between stages"):
+        explainer(IMAGE, method="attention")
+    with pytest.raises(ValueError, match="start_layer= is not supported for windowed models"):
         explainer(IMAGE, method="gae", start_layer=1, target=0)
 
 

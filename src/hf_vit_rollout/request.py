@@ -120,7 +120,8 @@ class ExplainRequest:
         layer: method ``"attention"``: which layer's attention (negative from the end; default -1).
         head: method ``"attention"``: which head, or ``None`` to fuse the heads with ``head_fusion``.
         start_layer: product methods (``rollout``, ``grad_rollout``, ``gae``,
-            ``transformer_attribution``): the first layer multiplied in (default 0).
+            ``transformer_attribution``): the first layer multiplied in; ``legrad``: the first layer
+            added up (default 0).
 
     ``layer``, ``head`` and ``start_layer`` are checked against the model's layer and head counts by
     :meth:`check_model` (the explainer calls it when it builds a request).
@@ -178,10 +179,10 @@ class ExplainRequest:
                 f"layer= and head= choose one attention map, for method {layered[0]!r}; method {spec.name!r} "
                 "uses every layer (to leave out early layers of a product method, pass start_layer=)"
             )
-        if self.start_layer is not None and spec.combine != "product":
-            products = [name for name, s in METHODS.items() if s.combine == "product"]
+        if self.start_layer is not None and not spec.takes_start_layer:
+            layered = [name for name, s in METHODS.items() if s.takes_start_layer]
             raise ValueError(
-                f"start_layer= applies to the methods that multiply layers ({', '.join(products)}), "
+                f"start_layer= applies to the methods that multiply or add up layers ({', '.join(layered)}), "
                 f"not to {spec.name!r}"
             )
 
@@ -238,7 +239,7 @@ class ExplainRequest:
         combine = self.spec.combine
         if combine == "layer":
             out.update(layer=-1 if self.layer is None else self.layer, head=self.head)
-        elif combine == "product":
+        elif self.spec.takes_start_layer:
             out["start_layer"] = self.start_layer or 0
         if self.text is not None:
             out["text"] = self.text

@@ -29,9 +29,11 @@ from .methods import (
     flow_from_layers,
     head_maps,
     raw_attention_layer,
+    shift_to_patch_minimum,
 )
 from .methods.chain import ChainFold
 from .placement import Placement, shrink_for_processor
+from .readout import LayerReadout, readout_layers
 from .request import ExplainRequest
 from .window_capture import kept_window_geometry
 
@@ -95,20 +97,30 @@ def _check_scores(scores, batch: int) -> torch.Tensor:
     return scores
 
 
-def _objectives(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest):
-    """``[(scores (B,), explained targets)]``, one per rank (``top_k`` ranks, else one)."""
+def _objectives(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest, stacked: int = 1):
+    """``[(scores (S·B,), explained targets)]``, one per rank (``top_k`` ranks, else one).
+
+    ``stacked``: the outputs hold ``S`` read-out layers' rows, layer-major, the last ``B`` being the
+    model's own (:class:`~hf_vit_rollout.readout.LayerReadout`); the classes are chosen from those,
+    and each layer's score is that class's score in its own rows.
+    """
+    count = len(batch)
     if request.callable_target is not None:
-        return [(_check_scores(request.callable_target(outputs), len(batch)), [None] * len(batch))]
+        return [(_check_scores(request.callable_target(outputs), stacked * count), [None] * count)]
     if request.text is not None:
-        return [(outputs.logits_per_image[:, 0], [None] * len(batch))]
+        return [(outputs.logits_per_image[:, 0], [None] * count)]
     logits = explainer.logits_of(outputs)
+    if request.spec.score == "probability" and getattr(explainer.model.config, "problem_type", None) != "multi_label_classification":
+        logits = logits.softmax(-1)  # the class's probability (a multi-label model's sigmoid logit is kept)
+    layers = logits.view(stacked, count, -1)
+    final = layers[-1].detach()
     if request.top_k is not None:
         k = min(request.top_k, logits.shape[-1])
-        ranked = logits.detach().topk(k, dim=-1).indices
-        return [(logits.gather(1, ranked[:, r : r + 1]).squeeze(1), ranked[:, r].tolist()) for r in range(k)]
-    chosen = [int(logits[i].argmax()) if p.target is None else explainer.resolve_target(p.target) for i, p in enumerate(batch)]
+        ranked = final.topk(k, dim=-1).indices
+        return [(layers.gather(2, ranked[None, :, r : r + 1].expand(stacked, -1, 1)).reshape(-1), ranked[:, r].tolist()) for r in range(k)]
+    chosen = [int(final[i].argmax()) if p.target is None else explainer.resolve_target(p.target) for i, p in enumerate(batch)]
     index = torch.tensor(chosen, device=logits.device)
-    return [(logits.gather(1, index[:, None]).squeeze(1), chosen)]
+    return [(layers.gather(2, index[None, :, None].expand(stacked, -1, 1)).reshape(-1), chosen)]
 
 
 def _check_finite(scores: torch.Tensor) -> None:
@@ -126,7 +138,8 @@ class _Folds:
     Driven by the method's :class:`~hf_vit_rollout.methods.MethodSpec` only: ``needs`` says which
     backward passes run and what the attention hooks keep; ``combine`` how layers become relevance
     (``"product"``: a :class:`ChainFold`; ``"flow"``: the maps kept for the max-flow; ``"layer"``: one
-    layer's map kept; ``"input"``: the LRP relevance at the first encoder layer's input).
+    layer's map kept; ``"input"``: the LRP relevance at the first encoder layer's input; ``"sum"``:
+    one ``(B, N)`` row per read-out layer, added up from ``start_layer``).
 
     The layout turns a layer's attention into its chain step(s): for a global-attention ViT one
     ``(B, N, N)`` map per layer; for a windowed model (Swin) each block's folded window attention,
@@ -135,25 +148,28 @@ class _Folds:
 
     def __init__(self, layout, request: ExplainRequest, weights: torch.Tensor, buffer_mib: float, batch: int, num_layers: int):
         self.spec, self.request, self.weights, self.layout = request.spec, request, weights, layout
-        if layout.hierarchical and self.spec.combine != "product":
+        if layout.hierarchical and self.spec.combine in ("flow", "layer"):
             raise ValueError(
                 f"method {self.spec.name!r} combines layers by {self.spec.combine!r}, which needs one token set "
                 "in every layer; this windowed model changes its tokens between stages, so use a method that "
-                "multiplies per-layer maps (rollout, grad_rollout or gae)"
+                "multiplies per-layer maps, adds them up or reads the input relevance (rollout, grad_rollout, gae, "
+                "transformer_attribution, attnlrp, cp_lrp, libragrad, legrad)"
             )
-        if layout.hierarchical and (self.spec.rules is not None or request.start_layer):
+        if layout.hierarchical and request.start_layer:
             raise ValueError(
-                f"{'start_layer=' if request.start_layer else repr(self.spec.name)} is not supported for windowed "
-                "models (Swin): their chain changes tokens between stages; use rollout, grad_rollout or gae"
+                "start_layer= is not supported for windowed models (Swin): their chain changes tokens between "
+                "stages, so a chain started inside it has no token set to start from"
             )
         self.buffer_bytes = buffer_mib * 2**20
         self.batch = batch
         self.layer = check_layer(-1 if request.layer is None else request.layer, num_layers)
         self.start_layer = check_start_layer(request.start_layer or 0, num_layers)
         self.relevance_context = None  # set in forward when the method needs LRP relevance
+        self.readout: LayerReadout | None = None  # set in forward when the method reads every layer out
         self.folds: list = []
         self.grads: dict[int, torch.Tensor] = {}
         self.first_attention: list[torch.Tensor] = []
+        self.readout_maps: list[torch.Tensor] = []  # "sum" methods: the read-out layers' maps
         self.new_fold()
 
     def new_fold(self) -> None:
@@ -196,6 +212,8 @@ class _Folds:
         attention.register_hook(lambda grad: self.on_backward(layer, frozen, grad))
         if layer == 0:
             self.first_attention.append(attention)
+        if self.readout is not None and layer in self.readout.indices:
+            self.readout_maps.append(attention)
 
     def on_backward(self, layer: int, frozen: torch.Tensor, grad: torch.Tensor) -> None:
         """A layer's gradient (ordinary pass) or relevance density (relevance pass) arrived."""
@@ -210,6 +228,9 @@ class _Folds:
         """The backward passes the method needs, for one rank of explained ``scores``."""
         needs, fold, context = self.spec.needs, self.folds[-1], self.relevance_context
         steps = self.layout.num_steps(num_layers)
+        if "layer_readout" in needs:  # each map's gradient comes from its own layer's readout only
+            torch.autograd.grad(scores.sum(), self.readout_maps, retain_graph=retain_graph, allow_unused=True)
+            return
         if "attention_gradient" in needs:
             if "attention_relevance" not in needs:
                 fold.start_backward(steps)
@@ -229,8 +250,28 @@ class _Folds:
             return flow_from_layers([fold[i] for i in range(num_layers)], self.weights, progress=progress)
         if combine == "input":
             return fold["input"]
+        if combine == "sum":
+            return self.summed(fold, num_layers)
         layer_map = raw_attention_layer(fold["layer"], self.request.head, self.request.head_fusion)
         return torch.einsum("i,bij->bj", self.weights.to(layer_map.dtype), layer_map)
+
+    def summed(self, fold: dict, num_layers: int) -> torch.Tensor:
+        """``(B, N)``: the read-out layers' rows from ``start_layer`` on, added up, minus their minimum
+        over the patch tokens (LeGrad's min-max normalisation, completed by the max-scaled mask)."""
+        rows = [self.on_first_stage(fold[layer], layer) for layer in sorted(fold) if layer >= self.start_layer]
+        if not rows:
+            raise CaptureError(f"no read-out layer's attention received a gradient (layers {sorted(fold)})")
+        return shift_to_patch_minimum(torch.stack(rows).sum(0), self.layout.num_prefix_tokens)
+
+    def on_first_stage(self, row: torch.Tensor, layer: int) -> torch.Tensor:
+        """A block's ``(B, N_s)`` row carried down to the first stage's tokens through the patch
+        mergings, each token's value split equally among its children (identity for a ViT)."""
+        if not self.layout.hierarchical:
+            return row
+        for stage in reversed(range(self.layout.blocks[layer].stage)):
+            merge = self.layout.merge_map(stage, row.shape[0], dtype=row.dtype, device=row.device)
+            row = torch.bmm(row.unsqueeze(1), merge).squeeze(1)
+        return row
 
     def heads(self) -> torch.Tensor | None:
         """``(B, H, N)``: every head's row of the chosen layer (``"layer"`` methods with ``head=None``)."""
@@ -239,11 +280,14 @@ class _Folds:
         return head_maps(self.folds[0]["layer"].float(), self.weights)
 
 
-def _relevance_context(explainer, spec):
-    """The LRP rules a method needs attached for the pass (a no-op context for the others)."""
-    if spec.rules is None:
-        return nullcontext()
-    return RelevanceContext(explainer.model, RULE_SETS[spec.rules], explainer.vision_root, explainer.attention_modules)
+def _pass_context(explainer, spec, layout):
+    """What the pass needs attached to the model besides the capture: the LRP rules of a relevance
+    method, the layer readout of LeGrad, or nothing (a no-op context)."""
+    if spec.rules is not None:
+        return RelevanceContext(explainer.model, RULE_SETS[spec.rules], explainer.vision_root, explainer.attention_modules)
+    if "layer_readout" in spec.needs:
+        return LayerReadout(*readout_layers(explainer.vision_root, explainer.attention_modules, explainer.window_blocks, layout))
+    return nullcontext()
 
 
 def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs: dict | None = None) -> list[ImagePass]:
@@ -254,15 +298,17 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
     folds = _Folds(layout, request, weights, explainer.rollout_buffer_mib, len(batch), explainer.num_layers)
     needs_gradient = request.spec.needs_gradient
     capture = AttentionCapture(explainer.model, folds.on_attention, explainer.vision_root, explainer.attention_modules)
-    with kept_window_geometry(explainer.window_blocks), capture, _relevance_context(explainer, request.spec) as lrp:
-        folds.relevance_context = lrp
+    with kept_window_geometry(explainer.window_blocks), capture, _pass_context(explainer, request.spec, layout) as added:
+        folds.relevance_context = added if isinstance(added, RelevanceContext) else None
+        folds.readout = added if isinstance(added, LayerReadout) else None
+        stacked = 1 if folds.readout is None else folds.readout.count
         with torch.enable_grad() if needs_gradient else torch.no_grad():
             if needs_gradient:
                 pixel_values = pixel_values.detach().requires_grad_(True)
             try:
                 outputs = explainer.run_model(pixel_values, text_inputs)
                 if needs_gradient:
-                    objectives = _objectives(explainer, outputs, batch, request)
+                    objectives = _objectives(explainer, outputs, batch, request, stacked)
                     for rank, (scores, _) in enumerate(objectives):
                         _check_finite(scores)
                         if rank:
@@ -271,7 +317,8 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
                     objectives = [(None, explained) for _, explained in objectives]
             finally:  # the graph's hooks refer to the folds: break the cycle through the C++ graph
                 folds.first_attention.clear()
-                folds.relevance_context = None
+                folds.readout_maps.clear()
+                folds.relevance_context = folds.readout = None
             num_layers = capture.num_layers
     if num_layers == 0:
         raise CaptureError(f"no attention layer ran in {type(explainer.model).__name__}'s forward pass")
@@ -280,6 +327,7 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
     heads = None if heads is None else heads.detach().float().cpu()
     explained = list(zip(*[e for _, e in objectives])) if needs_gradient else [(None,)] * len(batch)
     logits = explainer.logits_of(outputs, required=False)
+    logits = None if logits is None else logits[-len(batch) :]  # a layer readout stacks every layer's rows first
     probabilities = None if logits is None else explainer.probabilities(logits.detach().float()).cpu().numpy()
     return [
         ImagePass(

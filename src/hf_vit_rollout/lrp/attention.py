@@ -57,7 +57,9 @@ def relevance_attention(
         query, key = context.score_operands(query, key)
     scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
-        scores = scores + attention_mask
+        products, scores = scores, scores + attention_mask
+        if context is not None:
+            scores = context.biased_scores(scores, products)
     weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     if context is not None:
         weights = context.softmax_output(weights, scores, module)

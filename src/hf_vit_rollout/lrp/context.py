@@ -37,16 +37,20 @@ from .rules import (
     ATTNLRP,
     CHEFER2021,
     CP_LRP,
+    Ledger,
     RuleSet,
     _ratio,
     _Switch,
     alpha1_beta0_linear,
     epsilon_linear,
     gate,
+    gradient_linear,
     identity,
     layer_norm_std_constant,
     no_relevance,
     normalised_add,
+    pass_through,
+    softmax_gradient,
     uniform_half,
 )
 
@@ -111,7 +115,7 @@ class _ResidualAdds(TorchFunctionMode):
                 and a.shape == b.shape == out.shape
                 and out.requires_grad
             ):
-                return gate(self.context.switch, normalised_add, out, a, b)
+                return gate(self.context.switch, normalised_add, out, a, b, kind="addition")
         return out
 
 
@@ -123,6 +127,10 @@ class RelevanceContext:
         rules: :data:`ATTNLRP` or :data:`CHEFER2021` (or another :class:`RuleSet`).
         root: the vision tower whose attention maps and encoder input are recorded (default ``model``).
         attention_modules: :func:`~hf_vit_rollout.capture.find_attention_modules` of ``root``, if known.
+        budget: also attach the bookkeeping gates the relevance budget needs (AttnLRP's softmax
+            rule and additive attention biases as gates of their own); a relevance pass then books
+            what each kind of rule absorbs when a :class:`~hf_vit_rollout.lrp.rules.Ledger` is given
+            to :meth:`relevance_grad`. The values and relevances are the same either way.
 
     Attributes (valid after a forward pass inside the context):
         inputs: ``(B, N, D)`` leaf tensor: the hidden states entering the first encoder layer.
@@ -131,16 +139,22 @@ class RelevanceContext:
         attention_scores: the ``(B, H, N, N)`` softmax inputs of the same layers.
     """
 
-    def __init__(self, model: nn.Module, rules: RuleSet, root: nn.Module | None = None, attention_modules=None):
+    def __init__(
+        self, model: nn.Module, rules: RuleSet, root: nn.Module | None = None, attention_modules=None, budget: bool = False
+    ):
         check_supported(model.config)
-        self.model, self.rules = model, rules
+        self.model, self.rules, self.budget = model, rules, budget
         self.root = model if root is None else root
-        if attention_modules is None:
-            attention_modules = find_attention_modules(self.root)
+        if attention_modules is None:  # as the explainer finds them (windowed models: block by block)
+            from ..window_capture import attention_setup
+
+            vision = getattr(model.config, "vision_config", None) or model.config
+            attention_modules = attention_setup(self.root, getattr(vision, "model_type", None))[2]
         if any(capture_module._eager_function(module) is None for _, module, _ in attention_modules):
             raise ValueError(
                 f"{type(model).__name__}'s attention modules do not dispatch through transformers' "
-                "AttentionInterface, so no LRP rule can be attached to their attention"
+                "AttentionInterface (they compute q·kᵀ, the softmax and A·v inline in their own forward), so no "
+                "LRP rule can be attached to their attention; use a gradient method (grad_rollout, gae, legrad)"
             )
         self._modules = attention_modules
         self._attention_ids = {id(module) for _, module, _ in attention_modules}
@@ -164,10 +178,19 @@ class RelevanceContext:
         """``q, k`` of ``q·kᵀ``: the uniform rule gives each half the product's relevance."""
         return gate(self.switch, uniform_half, query, query), gate(self.switch, uniform_half, key, key)
 
+    def biased_scores(self, scores: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
+        """``scores = products + bias`` (an additive attention mask or position bias): booked in the
+        budget as absorbed by the bias (no gate without ``budget``: the gradient passes the same)."""
+        if not self.budget:
+            return scores
+        return gate(self.switch, pass_through, scores, products, kind="attention_bias")
+
     def softmax_output(self, weights: torch.Tensor, scores: torch.Tensor, module: nn.Module) -> torch.Tensor:
         """Attach the softmax rule to ``weights = softmax(scores)``; record both if ``module`` is in the root."""
         if self.rules.softmax == "identity":
-            weights = gate(self.switch, identity, weights, scores)
+            weights = gate(self.switch, identity, weights, scores, kind="softmax")
+        elif self.rules.softmax == "gradient" and self.budget:
+            weights = gate(self.switch, softmax_gradient, weights, scores, kind="softmax")
         if id(module) in self._attention_ids:
             self.attentions.append(weights)
             self.attention_scores.append(scores)
@@ -187,25 +210,28 @@ class RelevanceContext:
     def _linear_rule(self, module: nn.Linear):
         if self.rules.linear == "epsilon":
             return epsilon_linear(module.weight.detach(), self.rules.epsilon)
+        if self.rules.linear == "gradient":
+            return gradient_linear(module.weight.detach())
         return alpha1_beta0_linear(module.weight.detach())
 
     def _rule_for(self, module: nn.Module, activations: tuple[type, ...]):
+        """``(rule, budget kind)`` for ``module``, or ``None`` if it gets no rule."""
         if isinstance(module, nn.Linear):
-            return self._linear_rule(module)
+            return self._linear_rule(module), "linear"
         if isinstance(module, nn.LayerNorm):
             if self.rules.layer_norm == "identity":
-                return identity
+                return identity, "layer_norm"
             weight = None if module.weight is None else module.weight.detach()
-            return layer_norm_std_constant(weight, module.eps)
+            return layer_norm_std_constant(weight, module.eps), "layer_norm"
         if isinstance(module, activations):
-            return identity
+            return identity, "activation"
         return None
 
-    def _output_hook(self, rule):
+    def _output_hook(self, rule, kind: str):
         def hook(module, args, output):
             if not self._owned() or not args or not isinstance(output, torch.Tensor):
                 return None
-            return gate(self.switch, rule, output, args[0])
+            return gate(self.switch, rule, output, args[0], kind=kind)
 
         return hook
 
@@ -241,9 +267,9 @@ class RelevanceContext:
                 self._capture = capture  # only once entered: _restore must not release it twice
             activations = _activation_classes()
             for module in self.model.modules():
-                rule = self._rule_for(module, activations)
-                if rule is not None:
-                    self._handles.append(module.register_forward_hook(self._output_hook(rule)))
+                ruled = self._rule_for(module, activations)
+                if ruled is not None:
+                    self._handles.append(module.register_forward_hook(self._output_hook(*ruled)))
             self._handles.append(self._layers[0].register_forward_pre_hook(self._input_hook, with_kwargs=True))
             if self.rules.add == "normalised":
                 for layer in self._layers:
@@ -280,7 +306,18 @@ class RelevanceContext:
         self._restore()
 
     # ------------------------------------------------------------------ the relevance pass
-    def relevance_grad(self, scores: torch.Tensor, targets, initial: torch.Tensor | None = None, retain_graph=False):
+    def initial_relevance(self, scores: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` relevance the rule set puts on the explained ``scores`` (its ``start``)."""
+        return scores.detach() if self.rules.start == "score" else torch.ones_like(scores).detach()
+
+    def relevance_grad(
+        self,
+        scores: torch.Tensor,
+        targets,
+        initial: torch.Tensor | None = None,
+        retain_graph=False,
+        ledger: Ledger | None = None,
+    ):
         """Relevance densities of ``targets`` for the explained ``scores``.
 
         Args:
@@ -290,15 +327,16 @@ class RelevanceContext:
             initial: ``(B,)`` relevance put on the scores; default from the rule set's ``start``
                 (the scores themselves for AttnLRP; one unit per image for Chefer et al.).
             retain_graph: keep the graph for a further backward pass.
+            ledger: books what each kind of rule absorbs during this pass (see ``budget``).
 
         Returns:
             One density per target; the relevance of a target ``t`` is ``t ⊙ density``.
         """
         if initial is None:
-            initial = scores.detach() if self.rules.start == "score" else torch.ones_like(scores)
+            initial = self.initial_relevance(scores)
         grad_outputs = _ratio(initial.to(scores.dtype).detach(), scores.detach())
-        self.switch.relevance = True
+        self.switch.relevance, self.switch.ledger = True, ledger
         try:
             return torch.autograd.grad(scores, list(targets), grad_outputs=grad_outputs, retain_graph=retain_graph)
         finally:
-            self.switch.relevance = False
+            self.switch.relevance, self.switch.ledger = False, None

@@ -6,6 +6,10 @@ passes a method needs: the standalone entry points of the LRP methods (no explai
 * :func:`chefer_relevance`: the attention maps, their ordinary gradients and their LRP relevance
   (Chefer et al. 2021 rules), one forward pass and two backward passes; the inputs of
   :func:`~hf_vit_rollout.methods.attribution.transformer_attribution`.
+* :func:`libragrad_relevance`: LibraGrad's corrected Input×Gradient of the target's softmax
+  probability at the same tokens (one gradient pass under :data:`~hf_vit_rollout.lrp.LIBRAGRAD`).
+* :func:`relevance_budget`: where the explained score's relevance went: the tokens, and what each
+  kind of rule absorbed (:class:`RelevanceBudget`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from torch import nn
 
 from .context import RelevanceContext
-from .rules import ATTNLRP, CHEFER2021, RuleSet
+from .rules import ATTNLRP, CHEFER2021, LIBRAGRAD, Ledger, RuleSet
 
 
 @dataclass
@@ -43,13 +47,15 @@ class RelevanceResult:
     attention_relevance: list[torch.Tensor] | None = None
 
 
-def explained_scores(outputs, target) -> tuple[torch.Tensor, list]:
+def explained_scores(outputs, target, probability: bool = False) -> tuple[torch.Tensor, list]:
     """``(B,)`` scores to explain and the class per image.
 
     Args:
         outputs: the model's output.
         target: ``None`` (the predicted class), a class index, one index (or ``None``) per image, or a
             callable ``score(outputs) -> (B,)``.
+        probability: explain the class's softmax probability instead of its logit (LibraGrad's
+            choice for classifiers; a callable target's score is taken as it is).
     """
     if callable(target):
         scores = target(outputs)
@@ -61,7 +67,8 @@ def explained_scores(outputs, target) -> tuple[torch.Tensor, list]:
     wanted = target if isinstance(target, (list, tuple)) else [target] * batch
     chosen = [int(logits[i].argmax()) if t is None else int(t) for i, t in enumerate(wanted)]
     index = torch.tensor(chosen, device=logits.device)
-    return logits.gather(1, index[:, None]).squeeze(1), chosen
+    scores = logits.softmax(-1) if probability else logits
+    return scores.gather(1, index[:, None]).squeeze(1), chosen
 
 
 def _forward(context: RelevanceContext, pixel_values: torch.Tensor, forward: Callable | None):
@@ -89,6 +96,7 @@ def attnlrp_relevance(
     root: nn.Module | None = None,
     forward: Callable | None = None,
     rules: RuleSet = ATTNLRP,
+    probability: bool = False,
 ) -> RelevanceResult:
     """AttnLRP token relevance for already-preprocessed inputs.
 
@@ -98,7 +106,9 @@ def attnlrp_relevance(
         target: see :func:`explained_scores`.
         root: the vision tower (CLIP/SigLIP); default ``model``.
         forward: ``forward(pixel_values) -> outputs`` if the call is not ``root(pixel_values=...)``.
-        rules: the rule set (default :data:`ATTNLRP`; another ε via ``dataclasses.replace``).
+        rules: the rule set (default :data:`ATTNLRP`; another ε via ``dataclasses.replace``;
+            :data:`~hf_vit_rollout.lrp.CP_LRP`, :data:`~hf_vit_rollout.lrp.LIBRAGRAD`).
+        probability: explain the class's softmax probability instead of its logit.
 
     Returns:
         A :class:`RelevanceResult` whose ``token_relevance[b, j]`` is the relevance of token ``j``
@@ -108,7 +118,7 @@ def attnlrp_relevance(
     """
     with RelevanceContext(model, rules, root=root) as context:
         outputs = _forward(context, pixel_values, forward)
-        scores, chosen = explained_scores(outputs, target)
+        scores, chosen = explained_scores(outputs, target, probability=probability)
         (density,) = context.relevance_grad(scores, [context.inputs])
         token_relevance = (context.inputs * density).sum(dim=-1).detach()
         return _result(outputs, scores, chosen, context, token_relevance=token_relevance)
@@ -142,3 +152,102 @@ def chefer_relevance(
             attention_grads=[g.detach() for g in grads],
             attention_relevance=relevance,
         )
+
+
+def libragrad_relevance(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    target=None,
+    root: nn.Module | None = None,
+    forward: Callable | None = None,
+) -> RelevanceResult:
+    """LibraGrad's corrected Input×Gradient (Mehri et al., CVPR 2025) for preprocessed inputs.
+
+    The gradient of the target's softmax probability (a callable target: its score) under
+    :data:`~hf_vit_rollout.lrp.LIBRAGRAD`, times the tokens entering the first encoder layer, summed
+    over the embedding axis. Arguments as for :func:`attnlrp_relevance`.
+
+    Returns:
+        A :class:`RelevanceResult` with ``token_relevance`` ``(B, N)`` and ``scores`` the explained
+        probabilities.
+    """
+    return attnlrp_relevance(model, pixel_values, target, root, forward, rules=LIBRAGRAD, probability=True)
+
+
+@dataclass
+class RelevanceBudget:
+    """Where the relevance put on the explained score went, per image.
+
+    ``score == tokens + sum(absorbed.values()) + unaccounted``. LRP rules keep relevance only where
+    they are conservative: a bias takes its share ``b·g`` (linear layers, LayerNorms, additive
+    attention biases), the ε-rule keeps ``z·g·ε/(|z|+ε)``, and AttnLRP's softmax rule, a Taylor
+    expansion at the softmax input, keeps its zero-order term. Chefer et al.'s αβ rule and
+    normalised addition redistribute everything, so with their rules almost nothing is absorbed.
+
+    Attributes:
+        score: ``(B,)`` relevance put on the explained score (the score itself, or one unit for
+            Chefer et al.'s start).
+        tokens: ``(B,)`` the tokens' relevance at the first encoder layer's input, summed.
+        absorbed: kind → ``(B,)`` relevance absorbed by that kind of rule: ``"linear"`` (biases and
+            ε of ``nn.Linear``), ``"layer_norm"`` (LayerNorm biases), ``"softmax"`` (the softmax
+            rule), ``"attention_bias"`` (additive attention masks and position biases),
+            ``"activation"`` and ``"addition"`` (conservative rules; nonzero only through their
+            stabilisers), and ``"probability"`` (the softmax that turns the logits into the explained
+            probability, gradient × input through it). Kinds that did not occur are absent.
+        unaccounted: ``(B,)`` the rest: relevance lost in operations without a rule. It is zero up
+            to float error for the ViT families with a classifier; the L2 normalisation of an
+            image-text similarity (CLIP, SigLIP) passes no relevance at all through its gradient
+            (Euler: the map is homogeneous of degree 0), so there it is the whole score.
+
+    All tensors are float64 and detached.
+    """
+
+    score: torch.Tensor
+    tokens: torch.Tensor
+    absorbed: dict[str, torch.Tensor]
+
+    @property
+    def unaccounted(self) -> torch.Tensor:
+        total = self.tokens + sum(self.absorbed.values(), torch.zeros_like(self.tokens))
+        return self.score - total
+
+    def fractions(self) -> dict[str, torch.Tensor]:
+        """Each part as a share of the score: ``{"tokens": ..., <kind>: ..., "unaccounted": ...}``."""
+        parts = {"tokens": self.tokens, **self.absorbed, "unaccounted": self.unaccounted}
+        return {name: part / self.score for name, part in parts.items()}
+
+
+def relevance_budget(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    target=None,
+    rules: RuleSet = ATTNLRP,
+    root: nn.Module | None = None,
+    forward: Callable | None = None,
+    probability: bool = False,
+) -> RelevanceBudget:
+    """The relevance budget of one relevance pass: tokens plus what each kind of rule absorbed.
+
+    Args:
+        model, pixel_values, target, root, forward: as for :func:`attnlrp_relevance`.
+        rules: the rule set (:data:`~hf_vit_rollout.lrp.ATTNLRP`, ``CP_LRP``, ``LIBRAGRAD``, ...).
+        probability: explain the softmax probability (as method ``"libragrad"`` does).
+
+    Returns:
+        A :class:`RelevanceBudget`; its ``tokens`` equal the token relevance the corresponding
+        method returns, summed over tokens.
+    """
+    with RelevanceContext(model, rules, root=root, budget=True) as context:
+        outputs = _forward(context, pixel_values, forward)
+        scores, _ = explained_scores(outputs, target, probability=probability)
+        initial = context.initial_relevance(scores)
+        ledger = Ledger(scores.shape[0])
+        targets = [context.inputs]
+        if probability and not callable(target):  # the softmax over the logits is outside the model
+            targets.append(outputs.logits)
+        densities = context.relevance_grad(scores, targets, initial=initial, ledger=ledger)
+        tokens = (context.inputs.double() * densities[0].double()).sum(dim=(1, 2)).detach()
+        absorbed = {k: v.detach() for k, v in ledger.absorbed.items()}
+        if len(densities) > 1:
+            absorbed["probability"] = initial.double() - (outputs.logits.double() * densities[1].double()).sum(1).detach()
+        return RelevanceBudget(initial.double(), tokens, absorbed)
