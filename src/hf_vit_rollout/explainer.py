@@ -30,7 +30,7 @@ from .loading import (
 )
 from .request import ExplainRequest, check_count, check_device, check_megabytes
 from .tokens import TokenLayout, _pair, _vision_config, layout_from_config
-from .window_capture import attention_setup, block_windows
+from .window_capture import attention_setup, held_windows, kept_window_geometry
 from .window_layout import WindowedLayout
 
 logger = logging.getLogger(__name__)
@@ -243,9 +243,17 @@ class RolloutExplainer:
     # ------------------------------------------------------------------ the model, for the stages
     def layout(self, input_size: tuple[int, int]) -> TokenLayout | WindowedLayout:
         """Token layout for a ``(height, width)`` model input (windowed models: from the windows
-        their blocks hold now, which an earlier call outside the explainer may have clamped)."""
-        held = block_windows(self.window_blocks) if self.window_blocks else None
+        their blocks hold between calls, which an earlier call outside the explainer may have clamped)."""
+        held = held_windows(self.window_blocks) if self.window_blocks else None
         return layout_from_config(self.model.config, input_size, held)
+
+    def windows_for(self, input_size: tuple[int, int]):
+        """Context for forward passes of ``(height, width)`` inputs: a windowed model's blocks run
+        with this size's window geometry, shared only with calls that clamp them alike and restored
+        afterwards (:func:`~hf_vit_rollout.window_capture.kept_window_geometry`); a no-op otherwise."""
+        if not self.window_blocks:
+            return kept_window_geometry([])
+        return kept_window_geometry(self.window_blocks, self.layout(input_size).geometry())
 
     def on_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` on the model's device, in its parameters' dtype."""
@@ -359,7 +367,7 @@ class RolloutExplainer:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
         sources, _ = image_sources(images)
         pixel_values = torch.stack([stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)])
-        with torch.no_grad():
+        with self.windows_for(tuple(pixel_values.shape[-2:])), torch.no_grad():
             logits = self.logits_of(self.run_model(self.on_model(pixel_values))).float()
         return self.probabilities(logits)
 

@@ -35,7 +35,6 @@ from .methods.chain import ChainFold
 from .placement import Placement, shrink_for_processor
 from .readout import LayerReadout, readout_layers
 from .request import ExplainRequest
-from .window_capture import kept_window_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +297,7 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
     folds = _Folds(layout, request, weights, explainer.rollout_buffer_mib, len(batch), explainer.num_layers)
     needs_gradient = request.spec.needs_gradient
     capture = AttentionCapture(explainer.model, folds.on_attention, explainer.vision_root, explainer.attention_modules)
-    with kept_window_geometry(explainer.window_blocks), capture, _pass_context(explainer, request.spec, layout) as added:
+    with explainer.windows_for(tuple(pixel_values.shape[-2:])), capture, _pass_context(explainer, request.spec, layout) as added:
         folds.relevance_context = added if isinstance(added, RelevanceContext) else None
         folds.readout = added if isinstance(added, LayerReadout) else None
         stacked = 1 if folds.readout is None else folds.readout.count
