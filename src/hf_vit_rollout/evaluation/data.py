@@ -18,6 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import InputError
+from ..images import check_path, decode_image, oriented
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -58,21 +61,22 @@ class EvaluationData:
 
 
 def _to_pil(value, where: str) -> Image.Image:
+    """An image as the explainer decodes it (:func:`~hf_vit_rollout.images.decode_image`: EXIF
+    orientation, 16-bit values, float pixels in [0, 1]), so the scores see the pixels it shows."""
+    return decode_image(value, where)
+
+
+def _mask_picture(value, where: str) -> Image.Image:
+    """A mask given as a PIL image or a file, oriented like an image (EXIF), in its own mode."""
     if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, (str, Path)):
-        path = Path(value)
-        if not path.is_file():
-            raise FileNotFoundError(f"{where}: no image file at {str(path)!r}")
-        with Image.open(path) as opened:
+        return oriented(value)
+    check_path(value)
+    try:
+        with Image.open(value) as opened:
             opened.load()
-            return opened.copy()
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray) and value.ndim in (2, 3):
-        array = value if value.dtype == np.uint8 else np.clip(value * (255 if value.max() <= 1 else 1), 0, 255).astype(np.uint8)
-        return Image.fromarray(array)
-    raise ValueError(f"{where}: expected a PIL image, a file path or an (H, W[, C]) array, got {type(value).__name__}")
+            return oriented(opened.copy())
+    except OSError as exc:
+        raise InputError(f"{where}: the mask file {str(value)!r} could not be decoded; it is truncated or not an image ({exc})") from None
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -107,7 +111,7 @@ def masks_by_stem(images: list[Path], folder: Path) -> list[Path]:
 def _as_bool_mask(value, where: str) -> np.ndarray:
     """A mask given as a bool/number array, a PIL image or a file → ``(H, W)`` bool (grey > 127 or > 0.5)."""
     if isinstance(value, (str, Path, Image.Image)):
-        return np.asarray(_to_pil(value, where).convert("L")) > 127
+        return np.asarray(_mask_picture(value, where).convert("L")) > 127
     array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
     if array.ndim != 2:
         raise ValueError(f"{where}: a mask must be (H, W), got shape {array.shape}")
@@ -196,7 +200,7 @@ def load_inputs(images, targets, masks, explainer) -> EvaluationData:
         names = [p.stem for p in files]
         if isinstance(masks, (str, Path)):
             mask_files = masks_by_stem(files, Path(masks))
-        pil = [_to_pil(p, p.name) for p in files]
+        pil = [_to_pil(p, f"file {str(p)!r}") for p in files]
     else:
         if not isinstance(images, Sequence) and hasattr(images, "__len__") and hasattr(images, "__iter__"):
             images = list(images)  # a datasets Column
@@ -206,7 +210,6 @@ def load_inputs(images, targets, masks, explainer) -> EvaluationData:
         names = [Path(x).stem if isinstance(x, (str, Path)) else str(i) for i, x in enumerate(images)]
     if isinstance(masks, (str, Path)) and mask_files is None:
         raise ValueError("masks given as a folder need images given as a folder (masks pair to images by file stem)")
-    pil = [p.convert("RGB") for p in pil]
     targets = _listed(targets, "targets", len(pil))
     masks = mask_files if mask_files is not None else _listed(masks, "masks", len(pil))
     items = []
