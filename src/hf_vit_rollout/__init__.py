@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from .capture import AttentionCapture, CaptureError
-from .errors import InputError, TargetError, UnsupportedModelError
+from .errors import InputError, NonFiniteError, TargetError, UnsupportedModelError
 from .evaluation import EvaluationReport, evaluate
 from .explainer import RolloutExplainer
 from .explanation import Explanation
@@ -70,6 +70,7 @@ __all__ = [
     "Explanation",
     "HEATMAP_MAX_PIXELS",
     "InputError",
+    "NonFiniteError",
     "RolloutExplainer",
     "TargetError",
     "TokenLayout",

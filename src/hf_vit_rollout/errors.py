@@ -13,3 +13,12 @@ class TargetError(ValueError):
 
 class UnsupportedModelError(ValueError):
     """A checkpoint whose architecture has no global self-attention to explain."""
+
+
+class NonFiniteError(ValueError):
+    """The model's forward pass (or the relevance computed from it) produced NaN or infinite numbers,
+    so there is no map to show. ``images``: the positions, in the call's input order, affected."""
+
+    def __init__(self, message: str, images: list[int] | None = None):
+        super().__init__(message)
+        self.images = list(images or [])

@@ -362,6 +362,7 @@ class RolloutExplainer:
 
         Raises:
             TargetError: the model has no classifier head.
+            NonFiniteError: the model's logits are NaN or infinite.
         """
         if not self.num_labels:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
@@ -369,6 +370,7 @@ class RolloutExplainer:
         pixel_values = torch.stack([stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)])
         with self.windows_for(tuple(pixel_values.shape[-2:])), torch.no_grad():
             logits = self.logits_of(self.run_model(self.on_model(pixel_values))).float()
+        stages.check_finite(logits, "model outputs", list(range(len(sources))))
         return self.probabilities(logits)
 
     def relevance_maps(self, pixel_values: torch.Tensor, target=None, **settings) -> torch.Tensor:
