@@ -11,6 +11,7 @@ import torch
 import transformers as T
 
 from hf_vit_rollout import InputError, RolloutExplainer
+from hf_vit_rollout.window_capture import kept_window_geometry
 
 from .test_windows import TINY
 
@@ -66,17 +67,17 @@ def test_two_threads_with_two_input_sizes_get_their_own_maps_and_predictions(exp
 
 
 def test_a_nested_call_with_another_input_size_is_refused_not_deadlocked(explainer):
-    small = np.zeros((16, 16, 3), np.uint8)
-
-    def target(outputs):
-        explainer.predict(np.zeros((32, 32, 3), np.uint8))  # another window geometry, same thread
-        return outputs.logits[:, 0]
-
-    with pytest.raises(RuntimeError, match="another input size's window geometry"):
-        explainer(small, target=target, method="gae")
+    small, large = explainer.layout((16, 16)).geometry(), explainer.layout((32, 32)).geometry()
+    assert small != large
     before = _windows(explainer)
-    assert explainer(small, target=0, method="gae").mask.shape == (8, 8)
+    with kept_window_geometry(explainer.window_blocks, small):
+        with kept_window_geometry(explainer.window_blocks, small):  # the same geometry joins
+            pass
+        with pytest.raises(RuntimeError, match="another input size's window geometry"):
+            with kept_window_geometry(explainer.window_blocks, large):
+                pass
     assert _windows(explainer) == before
+    assert explainer(np.zeros((16, 16, 3), np.uint8), target=0, method="gae").mask.shape == (8, 8)
 
 
 @pytest.mark.parametrize("side", [12, 6])

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import torch
 
 from . import stages
+from .capture import refuse_inside_target
 from .errors import TargetError, UnsupportedModelError
 from .explanation import Explanation
 from .images import image_sources
@@ -366,6 +367,7 @@ class RolloutExplainer:
         """
         if not self.num_labels:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
+        refuse_inside_target("predict()")
         sources, _ = image_sources(images)
         pixel_values = torch.stack([stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)])
         with self.windows_for(tuple(pixel_values.shape[-2:])), torch.no_grad():

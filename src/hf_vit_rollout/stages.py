@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .capture import AttentionCapture, CaptureError
+from .capture import AttentionCapture, CaptureError, refuse_inside_target, running_target
 from .errors import NonFiniteError, TargetError
 from .explanation import Explanation
 from .images import load_image
@@ -110,7 +110,9 @@ def _objectives(explainer, outputs, batch: list[PreparedImage], request: Explain
     """
     count = len(batch)
     if request.callable_target is not None:
-        return [(_check_scores(request.callable_target(outputs), stacked * count), [None] * count)]
+        with running_target():
+            scores = request.callable_target(outputs)
+        return [(_check_scores(scores, stacked * count), [None] * count)]
     if request.text is not None:
         return [(outputs.logits_per_image[:, 0], [None] * count)]
     logits = explainer.logits_of(outputs)
@@ -331,6 +333,7 @@ def forward(
         NonFiniteError: the model's outputs, the explained scores or the relevance hold NaN or infinity.
     """
     positions = list(range(len(batch))) if positions is None else positions
+    refuse_inside_target("another explanation")
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
     layout = explainer.layout(tuple(pixel_values.shape[-2:]))
     weights = layout.output_weights(device=pixel_values.device)
