@@ -87,3 +87,11 @@ def test_an_input_smaller_than_a_window_is_refused_with_the_smallest_size(explai
         explainer(np.zeros((side, side, 3), np.uint8))
     assert _windows(explainer) == before
     assert explainer(np.zeros((13, 13, 3), np.uint8)).mask.shape == (7, 7)  # the smallest that runs
+
+
+def test_one_call_with_two_sizes_runs_each_with_its_windows(explainer):
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)]
+    together = explainer(images, target=0, method="gae")
+    for image, result in zip(images, together):
+        np.testing.assert_allclose(result.mask, explainer(image, target=0, method="gae").mask, rtol=1e-5, atol=1e-6)

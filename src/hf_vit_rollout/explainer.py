@@ -369,11 +369,19 @@ class RolloutExplainer:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
         refuse_inside_target("predict()")
         sources, _ = image_sources(images)
-        pixel_values = torch.stack([stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)])
-        with self.windows_for(tuple(pixel_values.shape[-2:])), torch.no_grad():
-            logits = self.logits_of(self.run_model(self.on_model(pixel_values))).float()
-        stages.check_finite(logits, "model outputs", list(range(len(sources))))
-        return self.probabilities(logits)
+        inputs = [stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)]
+        sizes: dict[tuple, list[int]] = {}
+        for i, x in enumerate(inputs):
+            sizes.setdefault(tuple(x.shape), []).append(i)
+        rows: list = [None] * len(inputs)
+        for members in sizes.values():  # one forward pass per input size
+            pixel_values = torch.stack([inputs[i] for i in members])
+            with self.windows_for(tuple(pixel_values.shape[-2:])), torch.no_grad():
+                logits = self.logits_of(self.run_model(self.on_model(pixel_values))).float()
+            stages.check_finite(logits, "model outputs", members)
+            for i, row in zip(members, logits):
+                rows[i] = row
+        return self.probabilities(torch.stack(rows))
 
     def relevance_maps(self, pixel_values: torch.Tensor, target=None, **settings) -> torch.Tensor:
         """Patch relevance for already-preprocessed inputs (no image loading, no upsampling).

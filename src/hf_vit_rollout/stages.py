@@ -325,15 +325,38 @@ def _pass_context(explainer, spec, layout):
 def forward(
     explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs: dict | None = None, positions: list[int] | None = None
 ) -> list[ImagePass]:
-    """One forward pass for ``batch`` under capture, plus the backward passes the method needs per rank.
+    """Forward passes for ``batch`` under capture, plus the backward passes the method needs per rank:
+    one pass per input size (a processor that does not resize gives several), results in batch order.
 
     ``positions``: each image's position in the caller's input, for error messages (default ``0..B-1``).
 
     Raises:
         NonFiniteError: the model's outputs, the explained scores or the relevance hold NaN or infinity.
+        RuntimeError: a method that needs gradients under ``torch.inference_mode()``.
     """
     positions = list(range(len(batch))) if positions is None else positions
     refuse_inside_target("another explanation")
+    if request.spec.needs_gradient and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"method {request.method!r} takes gradients, which torch.inference_mode() forbids; call the explainer "
+            "outside inference_mode (it needs no torch.no_grad() either: it never changes the model's weights), "
+            "or use a method without gradients (rollout, attention, flow)"
+        )
+    sizes: dict[tuple, list[int]] = {}
+    for i, prepared in enumerate(batch):
+        sizes.setdefault(tuple(prepared.pixel_values.shape), []).append(i)
+    if len(sizes) == 1:
+        return _forward_one_size(explainer, batch, request, text_inputs, positions)
+    passes: list = [None] * len(batch)
+    for members in sizes.values():
+        group = _forward_one_size(explainer, [batch[i] for i in members], request, text_inputs, [positions[i] for i in members])
+        for i, passed in zip(members, group):
+            passes[i] = passed
+    return passes
+
+
+def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs, positions: list[int]) -> list[ImagePass]:
+    """:func:`forward` for images of one input size: one forward pass."""
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
     layout = explainer.layout(tuple(pixel_values.shape[-2:]))
     weights = layout.output_weights(device=pixel_values.device)
