@@ -10,6 +10,7 @@ heat-map is drawn over the original image.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import ExplanationWarning, InputError
 from ..images import check_path, decode_image, oriented
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class EvaluationData:
     images: list[Image.Image]
     names: list[str]
     items: list[Item]
+    masks_given: bool = False
 
     @property
     def has_masks(self) -> bool:
@@ -117,6 +119,14 @@ def _as_bool_mask(value, where: str) -> np.ndarray:
         raise ValueError(f"{where}: a mask must be (H, W), got shape {array.shape}")
     if array.dtype == bool:
         return array
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{where}: a mask must hold bools or numbers (object > 0.5, uint8 > 127), got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        share = float(np.mean(~np.isfinite(array)))
+        raise ValueError(
+            f"{where}: the mask holds NaN or infinite values ({share:.0%} of its pixels); use 0 for the background "
+            "and 1 for the object"
+        )
     return array > (127 if array.dtype == np.uint8 else 0.5)
 
 
@@ -229,8 +239,12 @@ def load_inputs(images, targets, masks, explainer) -> EvaluationData:
                 raise ValueError(f"{where}: mask is {mask.shape[1]}×{mask.shape[0]} but the image is {image.width}×{image.height}")
         moved = masks_to_input(objects, explainer.image_processor)
         for k, c in enumerate(classes):
-            if not moved[k].any():
-                logger.warning("%s: object %d lies outside the model's input (cropped away); mask metrics skip it", where, k)
+            if not objects[k].any():
+                warnings.warn(f"{where}: object {k}'s mask is empty (no pixel marked); mask metrics skip it",
+                              ExplanationWarning, stacklevel=3)
+            elif not moved[k].any():
+                warnings.warn(f"{where}: object {k} lies outside the model's input (cropped away); mask metrics skip it",
+                              ExplanationWarning, stacklevel=3)
             others = [moved[j] for j in range(len(classes)) if j != k]
             items.append(Item(i, c, moved[k] if moved[k].any() else None, others))
-    return EvaluationData(pil, names, items)
+    return EvaluationData(pil, names, items, masks is not None)
