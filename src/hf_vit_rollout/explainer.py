@@ -17,7 +17,7 @@ import torch
 
 from . import stages
 from .capture import refuse_inside_target
-from .errors import TargetError, UnsupportedModelError
+from .errors import ExplanationWarning, TargetError, UnsupportedModelError
 from .explanation import Explanation
 from .images import image_sources
 from .labels import label_index
@@ -300,7 +300,7 @@ class RolloutExplainer:
         limit = min(limit or 10**9, getattr(self.tokenizer, "model_max_length", None) or 10**9)
         length = len(self.tokenizer(text)["input_ids"])
         if length > limit:
-            warnings.warn(f"text= has {length} tokens; the model takes {limit}, so it was truncated", stacklevel=3)
+            warnings.warn(f"text= has {length} tokens; the model takes {limit}, so it was truncated", ExplanationWarning, stacklevel=3)
         return dict(self.tokenizer([text], padding=True, truncation=True, max_length=limit, return_tensors="pt"))
 
     # ------------------------------------------------------------------ entry points

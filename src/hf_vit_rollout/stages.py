@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 from .capture import AttentionCapture, CaptureError, refuse_inside_target, running_target
-from .errors import NonFiniteError, TargetError
+from .errors import ExplanationWarning, NonFiniteError, TargetError
 from .explanation import Explanation
 from .images import load_image
 from .lrp import RULE_SETS, RelevanceContext
@@ -413,7 +414,12 @@ def _mask(patch: np.ndarray, index: int) -> np.ndarray:
     peak = float(patch.max())
     if peak > 0 and math.isfinite(peak):
         return (patch / peak).astype(np.float32)
-    logger.warning("image %d: no patch received any relevance; the mask is all zeros", index)
+    warnings.warn(
+        f"image {index}: no patch received any relevance, so its mask is all zeros (the explained score does not "
+        "depend on the patches, or the method's settings discard every contribution)",
+        ExplanationWarning,
+        stacklevel=2,
+    )
     return np.zeros_like(patch, dtype=np.float32)
 
 
