@@ -36,10 +36,13 @@ def test_a_non_image_upload_is_named_in_the_message(client, tmp_path, content, m
         client.predict(gradio_client.handle_file(str(path)), "demo", api_name="/predict")
 
 
-def test_the_upload_box_is_drawn_as_an_image_box():
-    from hf_vit_rollout.app import image_input
+def test_the_upload_box_is_drawn_as_an_image_box_and_writes_no_files():
+    from pathlib import Path
 
-    assert image_input(label="image").get_block_name() == "image"
+    import hf_vit_rollout.app as app_module
+
+    assert app_module.image_input(label="image").get_block_name() == "image"
+    assert not Path(app_module.__file__).with_suffix(".pyi").exists()  # no stub written into the install
 
 
 def test_a_short_soak_with_mixed_models_methods_and_sizes_answers_like_the_explainer():
