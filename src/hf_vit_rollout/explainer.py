@@ -17,6 +17,7 @@ import torch
 
 from . import stages
 from .errors import TargetError, UnsupportedModelError
+from .families import family_for
 from .explanation import Explanation
 from .images import image_sources
 from .labels import label_index
@@ -110,7 +111,9 @@ class RolloutExplainer:
         self.model, self.image_processor, self.tokenizer = model, image_processor, tokenizer
         self.vision_root = model.vision_model if hasattr(model, "text_model") and hasattr(model, "vision_model") else model
         model_type = getattr(_vision_config(config), "model_type", None)
-        self.window_blocks, self.forward_kwargs, self.attention_modules = attention_setup(self.vision_root, model_type)
+        self.family = family_for(config)
+        setup = self.family.attention_setup(self.vision_root) if self.family else attention_setup(self.vision_root, model_type)
+        self.window_blocks, self.forward_kwargs, self.attention_modules = setup
         self.patch_size = _pair(_vision_config(config).patch_size)
         self.interpolate_pos_encoding = bool(interpolate_pos_encoding)
         device = check_device(device)
@@ -255,6 +258,8 @@ class RolloutExplainer:
     def run_model(self, pixel_values: torch.Tensor, text_inputs: dict | None = None):
         """The forward pass: the whole image-text model with ``text_inputs``, else the vision tower."""
         kwargs = dict(self.forward_kwargs)  # what windowed blocks need to return their attention
+        if self.family is not None:  # what this input's forward pass needs (ViT-MAE: the identity shuffle)
+            kwargs.update(self.family.call_kwargs(self.vision_root, pixel_values))
         if self.interpolate_pos_encoding and "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters:
             kwargs["interpolate_pos_encoding"] = True
         try:

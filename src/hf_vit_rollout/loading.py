@@ -59,6 +59,12 @@ def resolve_source(name_or_path) -> str | Path:
 
 def check_family(config) -> None:
     """Raise :class:`UnsupportedModelError` for architectures without global self-attention."""
+    from .families import family_for
+
+    family = family_for(config)
+    if family is not None:
+        family.check(getattr(config, "vision_config", None) or config)
+        return
     try:
         layout_from_config(config, (1, 1))
     except ValueError as exc:
@@ -78,6 +84,9 @@ def load_config(name_or_path, **hf_kwargs):
             "Pass an existing local checkpoint directory, a Hub id reachable from this machine "
             f"(offline: one already in the cache, with local_files_only=True), or {DEMO_MODEL!r}."
         ) from exc
+    for key, value in hf_kwargs.items():  # settings from_pretrained would write into the config (mask_ratio=0.0)
+        if key not in HUB_KWARGS and not key.startswith("_") and key in config.to_dict():
+            setattr(config, key, value)
     check_family(config)
     return config
 
@@ -104,7 +113,7 @@ def load_processors(name_or_path, **hf_kwargs):
     hub = {k: v for k, v in hf_kwargs.items() if k in HUB_KWARGS}
     processor = AutoImageProcessor.from_pretrained(source, backend="pil", **hub)
     tokenizer = None
-    if getattr(load_config(name_or_path, **hub), "text_config", None) is not None:
+    if getattr(load_config(name_or_path, **hf_kwargs), "text_config", None) is not None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(source, **hub)

@@ -201,8 +201,8 @@ class _Folds:
             return
         frozen = attention.detach()
         if combine == "layer":
-            if layer == self.layer:
-                self.folds[-1]["layer"] = frozen
+            if layer == self.layer:  # a layout with windows gives the layer's (B, H, N, N) map
+                self.folds[-1]["layer"] = getattr(self.layout, "full_attention", lambda _, a: a)(layer, frozen)
             return
         if not needs & {"attention_gradient", "attention_relevance"}:
             self.store(layer, frozen, None)
