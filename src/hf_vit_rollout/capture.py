@@ -157,10 +157,24 @@ def _dispatch_attention(module, query, key, value, attention_mask, **kwargs):
     return ALL_ATTENTION_FUNCTIONS[original](module, query, key, value, attention_mask, **kwargs)
 
 
+def _dispatch_mask(*args, config=None, **kwargs):
+    """The attention mask for a switched config: the eager (additive) mask in a capturing thread,
+    else the mask of the implementation the config had before (so masked models, SigLIP 2's
+    padding, stay masked: an unregistered name would make ``transformers`` build no mask at all)."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    original = "eager" if _active_recorders() else _SWITCHES.original_implementation(config)
+    if original in (None, ATTENTION_NAME) or original not in ALL_MASK_ATTENTION_FUNCTIONS:
+        original = "eager"
+    return ALL_MASK_ATTENTION_FUNCTIONS[original](*args, config=config, **kwargs)
+
+
 def _register_attention_function() -> None:
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(ATTENTION_NAME, _dispatch_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, _dispatch_mask)
 
 
 # ---------------------------------------------------------------------------------------- per model

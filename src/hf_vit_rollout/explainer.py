@@ -244,20 +244,23 @@ class RolloutExplainer:
         return request
 
     # ------------------------------------------------------------------ the model, for the stages
-    def layout(self, input_size: tuple[int, int]) -> TokenLayout | WindowedLayout:
+    def layout(self, input_size: tuple[int, int], inputs: dict | None = None) -> TokenLayout | WindowedLayout:
         """Token layout for a ``(height, width)`` model input (windowed models: from the windows
-        their blocks hold now, which an earlier call outside the explainer may have clamped)."""
+        their blocks hold now, which an earlier call outside the explainer may have clamped;
+        SigLIP 2: from ``inputs``, the batch's spatial shapes)."""
         held = block_windows(self.window_blocks) if self.window_blocks else None
-        return layout_from_config(self.model.config, input_size, held)
+        return layout_from_config(self.model.config, input_size, held, inputs)
 
     def on_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` on the model's device, in its parameters' dtype."""
         param = next(self.model.parameters())
         return pixel_values.to(device=param.device, dtype=param.dtype)
 
-    def run_model(self, pixel_values: torch.Tensor, text_inputs: dict | None = None):
-        """The forward pass: the whole image-text model with ``text_inputs``, else the vision tower."""
+    def run_model(self, pixel_values: torch.Tensor, text_inputs: dict | None = None, inputs: dict | None = None):
+        """The forward pass: the whole image-text model with ``text_inputs``, else the vision tower.
+        ``inputs``: batched model inputs besides ``pixel_values`` (SigLIP 2's mask and spatial shapes)."""
         kwargs = dict(self.forward_kwargs)  # what windowed blocks need to return their attention
+        kwargs.update({k: v.to(pixel_values.device) for k, v in (inputs or {}).items()})
         if self.family is not None:  # what this input's forward pass needs (ViT-MAE: the identity shuffle)
             kwargs.update(self.family.call_kwargs(self.vision_root, pixel_values))
         if self.interpolate_pos_encoding and "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters:
@@ -363,9 +366,10 @@ class RolloutExplainer:
         if not self.num_labels:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
         sources, _ = image_sources(images)
-        pixel_values = torch.stack([stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)])
+        prepared = [stages.preprocess(self, s, where=f"images[{i}]") for i, s in enumerate(sources)]
+        pixel_values = torch.stack([p.pixel_values for p in prepared])
         with torch.no_grad():
-            logits = self.logits_of(self.run_model(self.on_model(pixel_values))).float()
+            logits = self.logits_of(self.run_model(self.on_model(pixel_values), inputs=stages.batch_inputs(prepared))).float()
         return self.probabilities(logits)
 
     def relevance_maps(self, pixel_values: torch.Tensor, target=None, **settings) -> torch.Tensor:

@@ -49,12 +49,26 @@ class PreparedImage:
         pixel_values: ``(C, H, W)`` model input.
         placement: where the model's patches lie on ``image``.
         target: this image's target as given (index, label name or ``None``), resolved in ``forward``.
+        inputs: model inputs besides ``pixel_values``, unbatched (SigLIP 2's mask and spatial
+            shape), or ``None``.
     """
 
     image: Image.Image
     pixel_values: torch.Tensor
     placement: Placement
     target: int | str | None = None
+    inputs: dict | None = None
+
+
+def batch_inputs(batch: list[PreparedImage]) -> dict | None:
+    """The images' extra model inputs stacked into a batch (``None`` when they have none)."""
+    if not batch or batch[0].inputs is None:
+        return None
+    return {name: torch.stack([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+
+
+def _one(inputs: dict | None) -> dict | None:
+    return None if inputs is None else {k: v[None] for k, v in inputs.items()}
 
 
 @dataclass
@@ -72,6 +86,13 @@ def preprocess(explainer, source, target=None, where: str = "image") -> Prepared
     """Load and process one image (see :func:`~hf_vit_rollout.images.load_image` for inputs)."""
     image = load_image(source, where)
     processor = explainer.image_processor
+    family = getattr(explainer, "family", None)
+    if hasattr(family, "prepare"):  # processors whose output is not one (C, H, W) tensor (SigLIP 2)
+        try:
+            pixel_values, inputs, placement = family.prepare(processor, image, explainer.patch_size)
+        except Exception as exc:
+            raise ValueError(f"the image processor could not prepare {where}: {exc}") from exc
+        return PreparedImage(image, pixel_values, placement, target, inputs)
     try:
         pixel_values = processor(images=shrink_for_processor(image, processor), return_tensors="pt")["pixel_values"][0]
     except Exception as exc:  # processors raise many types for odd images
@@ -155,6 +176,9 @@ class _Folds:
                 "multiplies per-layer maps, adds them up or reads the input relevance (rollout, grad_rollout, gae, "
                 "transformer_attribution, attnlrp, cp_lrp, libragrad, legrad)"
             )
+        refused = getattr(layout, "refused_combines", {}).get(self.spec.combine)
+        if refused:
+            raise ValueError(f"method {self.spec.name!r} is not available here: {refused}")
         if layout.hierarchical and request.start_layer:
             raise ValueError(
                 "start_layer= is not supported for windowed models (Swin): their chain changes tokens between "
@@ -293,7 +317,8 @@ def _pass_context(explainer, spec, layout):
 def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs: dict | None = None) -> list[ImagePass]:
     """One forward pass for ``batch`` under capture, plus the backward passes the method needs per rank."""
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
-    layout = explainer.layout(tuple(pixel_values.shape[-2:]))
+    inputs = batch_inputs(batch)
+    layout = explainer.layout(tuple(pixel_values.shape[-2:]), inputs)
     weights = layout.output_weights(device=pixel_values.device)
     folds = _Folds(layout, request, weights, explainer.rollout_buffer_mib, len(batch), explainer.num_layers)
     needs_gradient = request.spec.needs_gradient
@@ -306,7 +331,7 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
             if needs_gradient:
                 pixel_values = pixel_values.detach().requires_grad_(True)
             try:
-                outputs = explainer.run_model(pixel_values, text_inputs)
+                outputs = explainer.run_model(pixel_values, text_inputs, inputs)
                 if needs_gradient:
                     objectives = _objectives(explainer, outputs, batch, request, stacked)
                     for rank, (scores, _) in enumerate(objectives):
@@ -351,7 +376,7 @@ def _mask(patch: np.ndarray, index: int) -> np.ndarray:
 
 def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
     """One :class:`Explanation` per explained target of one image (a list when ``top_k`` is set)."""
-    layout = explainer.layout(tuple(prepared.pixel_values.shape[-2:]))
+    layout = explainer.layout(tuple(prepared.pixel_values.shape[-2:]), _one(prepared.inputs))
     patches = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
     size = prepared.placement.output_size(request.full_resolution)
     probabilities = passed.probabilities

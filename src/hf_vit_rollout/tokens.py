@@ -61,12 +61,13 @@ def supported_model_types() -> list[str]:
     return sorted({*_FAMILIES, *WINDOWED_FAMILIES, *registered_model_types()})
 
 
-def layout_from_config(config, image_size: tuple[int, int], held: list[tuple[int, int]] | None = None):
+def layout_from_config(config, image_size: tuple[int, int], held: list[tuple[int, int]] | None = None, inputs: dict | None = None):
     """The token layout of any supported family: a :class:`TokenLayout`, or a
     :class:`~hf_vit_rollout.window_layout.WindowedLayout` for windowed, hierarchical models (Swin).
 
     Args:
         held: for windowed models, the ``(window_size, shift_size)`` their blocks hold now.
+        inputs: per-image model inputs besides ``pixel_values`` (SigLIP 2), batched.
 
     Raises:
         ValueError: for a ``model_type`` whose layout is unknown or unsupported.
@@ -76,7 +77,7 @@ def layout_from_config(config, image_size: tuple[int, int], held: list[tuple[int
     vision = _vision_config(config)
     family = family_for(vision)
     if family is not None:  # the families package (hf_vit_rollout.families) knows this one
-        return family.layout(vision, image_size, held)
+        return family.layout(vision, image_size, held, inputs)
     if getattr(vision, "model_type", None) in WINDOWED_FAMILIES:
         return WindowedLayout.from_config(vision, image_size, held)
     return TokenLayout.from_config(config, image_size)

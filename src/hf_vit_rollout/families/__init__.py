@@ -4,8 +4,11 @@ A *family* is an object that answers, for the ``model_type`` values it registers
 
 * ``check(config)``: refuse a variant that cannot be explained, with the reason
   (:class:`~hf_vit_rollout.errors.UnsupportedModelError`);
-* ``layout(config, image_size, held)``: the token layout of one input (an object answering the
-  questions :class:`~hf_vit_rollout.tokens.TokenLayout` answers);
+* ``layout(config, image_size, held, inputs)``: the token layout of one input (an object answering
+  the questions :class:`~hf_vit_rollout.tokens.TokenLayout` answers); ``inputs`` are the per-image
+  model inputs besides ``pixel_values`` (SigLIP 2's mask and spatial shapes), batched;
+* optionally ``prepare(processor, image, patch_size) -> (pixel_values, inputs, placement)`` for
+  processors whose output is not one ``(C, H, W)`` tensor (SigLIP 2);
 * ``attention_setup(vision_root)``: ``(window blocks, forward kwargs, attention modules)`` for the
   capture (:mod:`hf_vit_rollout.capture`);
 * ``call_kwargs(pixel_values)``: keyword arguments a forward pass of this input needs (ViT-MAE's
@@ -18,17 +21,18 @@ SigLIP and Swin families.
 Modules:
     grid: global-attention ViTs that need more than the shared table: Data2Vec-Vision (attention
         recorded without switching its kernel), ViT-MAE encoders without masking.
+    patches: SigLIP 2 (variable-resolution patch sequences with an attention mask).
     windowed: ViTDet (window and global blocks mixed, the windows folded like Swin's).
     refused: Hiera and timm checkpoints, with the reason.
 """
 
 from __future__ import annotations
 
-from . import grid, refused, windowed
+from . import grid, patches, refused, windowed
 
 #: model_type -> family object (see the module docstring for what it answers).
 FAMILIES: dict = {}
-for _module in (grid, windowed, refused):
+for _module in (grid, patches, windowed, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family

@@ -39,7 +39,7 @@ class _GridFamily:
     def check(self, config) -> None:
         """Raise :class:`UnsupportedModelError` for a variant that cannot be explained."""
 
-    def layout(self, config, image_size, held=None) -> TokenLayout:
+    def layout(self, config, image_size, held=None, inputs=None) -> TokenLayout:
         return TokenLayout.from_config(config, image_size)
 
     def attention_setup(self, vision_root):
@@ -92,7 +92,7 @@ class ViTMAEFamily(_GridFamily):
                 "encoder without masking: RolloutExplainer.from_pretrained(path, mask_ratio=0.0)"
             )
 
-    def layout(self, config, image_size, held=None) -> TokenLayout:
+    def layout(self, config, image_size, held=None, inputs=None) -> TokenLayout:
         vision = getattr(config, "vision_config", None) or config
         patch_h, patch_w = _pair(vision.patch_size)
         grid = (int(image_size[0]) // patch_h, int(image_size[1]) // patch_w)

@@ -15,7 +15,7 @@ class _Refused:
     def check(self, config) -> None:
         raise UnsupportedModelError(self.reason)
 
-    def layout(self, config, image_size, held=None):
+    def layout(self, config, image_size, held=None, inputs=None):
         raise ValueError(self.reason)
 
 

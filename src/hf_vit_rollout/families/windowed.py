@@ -149,7 +149,7 @@ class VitDetFamily:
                 "those blocks mixes neighbouring tokens outside attention, which attention-based methods cannot follow"
             )
 
-    def layout(self, config, image_size, held=None) -> MixedWindowLayout:
+    def layout(self, config, image_size, held=None, inputs=None) -> MixedWindowLayout:
         patch_h, patch_w = _pair(config.patch_size)
         grid = (int(image_size[0]) // patch_h, int(image_size[1]) // patch_w)
         windowed = set(getattr(config, "window_block_indices", None) or [])
