@@ -196,7 +196,13 @@ class RolloutExplainer:
 
     @property
     def _has_classifier(self) -> bool:
-        return hasattr(self.model, "classifier") or hasattr(self.model, "cls_classifier")
+        return any(hasattr(self.model, name) for name in ("classifier", "cls_classifier", "class_labels_classifier"))
+
+    @property
+    def is_detector(self) -> bool:
+        """Whether the model predicts boxes from detection tokens (YOLOS): ``detection=`` and
+        ``min_score=`` name what to explain."""
+        return bool(getattr(self.family, "detector", False)) and hasattr(self.model, "class_labels_classifier")
 
     @property
     def num_labels(self) -> int:
@@ -229,6 +235,22 @@ class RolloutExplainer:
     def request(self, **settings) -> ExplainRequest:
         """This explainer's defaults overridden by ``settings``, validated against the model."""
         request = self.defaults.updated(**settings)
+        name = type(self.model).__name__
+        if self.is_detector:
+            given = [k for k in ("target", "text", "top_k") if getattr(request, k) is not None]
+            if given and not (given == ["target"] and request._only_predicted()):
+                raise TargetError(
+                    f"{name} is a detector: name the detection to explain with detection=index (0 to "
+                    f"{self.model.config.num_detection_tokens - 1}) or explain every detection above a score with "
+                    f"min_score=, not {given[0]}="
+                )
+            self.family.check_target(self, request.detection)
+            request.check_model(self.num_layers, self.num_heads)
+            return request
+        if request.detection is not None or request.min_score is not None:
+            raise TargetError(
+                f"detection= and min_score= name detections of a detection model (YOLOS); {name} predicts no boxes"
+            )
         if request.text is not None and (not self.is_image_text_model or self.tokenizer is None):
             raise TargetError(
                 f"text= needs an image-text model such as CLIP loaded with its tokenizer; {type(self.model).__name__} "

@@ -96,12 +96,23 @@ def is_classifier(config) -> bool:
     return any("ForImageClassification" in a for a in (getattr(config, "architectures", None) or []))
 
 
+#: Parts of architecture names that load with their head, and the auto class that loads them.
+HEADS = {
+    "ForImageClassification": "AutoModelForImageClassification",
+    "ForObjectDetection": "AutoModelForObjectDetection",
+    "ForVideoClassification": "AutoModelForVideoClassification",
+}
+
+
 def load_model(name_or_path, **hf_kwargs):
-    """The model, with its head if it was saved with one, else as a backbone (``AutoModel``)."""
-    from transformers import AutoModel, AutoModelForImageClassification
+    """The model, with its head if it was saved with one (image or video classification, object
+    detection), else as a backbone (``AutoModel``)."""
+    import transformers
 
     config = load_config(name_or_path, **hf_kwargs)
-    auto = AutoModelForImageClassification if is_classifier(config) else AutoModel
+    architectures = getattr(config, "architectures", None) or []
+    heads = [auto for part, auto in HEADS.items() if any(part in a for a in architectures)]
+    auto = getattr(transformers, heads[0] if heads else "AutoModel")
     return auto.from_pretrained(resolve_source(name_or_path), **hf_kwargs)
 
 

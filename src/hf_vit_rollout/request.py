@@ -122,6 +122,11 @@ class ExplainRequest:
         start_layer: product methods (``rollout``, ``grad_rollout``, ``gae``,
             ``transformer_attribution``): the first layer multiplied in; ``legrad``: the first layer
             added up (default 0).
+        detection: detection models (YOLOS): the index of the detection token to explain (its
+            predicted class's logit); default the most confident detection.
+        min_score: detection models: explain every detection whose class probability is at least
+            this (in ``[0, 1]``), one explanation each. Both work with every method (rollout reads
+            the detection token's row).
 
     ``layer``, ``head`` and ``start_layer`` are checked against the model's layer and head counts by
     :meth:`check_model` (the explainer calls it when it builds a request).
@@ -138,6 +143,8 @@ class ExplainRequest:
     layer: int | None = None
     head: int | None = None
     start_layer: int | None = None
+    detection: int | None = None
+    min_score: float | None = None
 
     def __post_init__(self):
         spec = check_method(self.method)
@@ -153,6 +160,14 @@ class ExplainRequest:
                 if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
                     raise ValueError(f"{name} must be an integer (negative counts from the end), got {value!r}")
                 object.__setattr__(self, name, int(value))
+        if self.detection is not None:
+            if not isinstance(self.detection, numbers.Integral) or isinstance(self.detection, (bool, np.bool_)):
+                raise TargetError(f"detection must be the index of a detection token (an integer), got {self.detection!r}")
+            object.__setattr__(self, "detection", int(self.detection))
+        if self.min_score is not None:
+            if not _is_number(self.min_score) or not 0.0 <= self.min_score <= 1.0:
+                raise TargetError(f"min_score must be a probability in [0, 1], got {self.min_score!r}")
+            object.__setattr__(self, "min_score", float(self.min_score))
         for flag in ("progress", "full_resolution"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
@@ -160,12 +175,16 @@ class ExplainRequest:
         self._check_layer_settings(spec)
 
     def _check_combination(self, spec: MethodSpec) -> None:
-        wanted = [name for name in ("target", "text", "top_k") if getattr(self, name) is not None]
+        wanted = [name for name in ("target", "text", "top_k", "detection", "min_score") if getattr(self, name) is not None]
+        if len(wanted) > 1 and {"detection", "min_score"} & set(wanted):
+            raise TargetError(
+                f"give only one of target=, text=, top_k=, detection= and min_score=, not both {wanted[0]}= and {wanted[1]}="
+            )
         if len(wanted) > 1:
             raise TargetError(f"give only one of target=, text= and top_k=, not both {wanted[0]}= and {wanted[1]}=")
         if self.text is not None and (not isinstance(self.text, str) or not self.text.strip()):
             raise TargetError(f"text must be a non-empty string, got {self.text!r}")
-        if wanted and not spec.needs_gradient and not self._only_predicted():
+        if wanted and wanted[0] not in ("detection", "min_score") and not spec.needs_gradient and not self._only_predicted():
             gradient_methods = [name for name, s in METHODS.items() if s.needs_gradient]
             raise TargetError(
                 f"method {spec.name!r} is class-agnostic and takes no {wanted[0]}; to explain a class or a text "
@@ -229,8 +248,9 @@ class ExplainRequest:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise TypeError(f"unknown setting {key!r}{hint}; the settings are {', '.join(names)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        if any(k in given for k in ("target", "text", "top_k")):  # a new objective replaces the old one
-            given = {"target": None, "text": None, "top_k": None, **given}
+        objectives = ("target", "text", "top_k", "detection", "min_score")
+        if any(k in given for k in objectives):  # a new objective replaces the old one
+            given = {**dict.fromkeys(objectives), **given}
         return replace(self, **given)
 
     def params(self) -> dict:
@@ -243,6 +263,9 @@ class ExplainRequest:
             out["start_layer"] = self.start_layer or 0
         if self.text is not None:
             out["text"] = self.text
+        for name in ("detection", "min_score"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
 

@@ -144,6 +144,25 @@ def _objectives(explainer, outputs, batch: list[PreparedImage], request: Explain
     return [(layers.gather(2, index[None, :, None].expand(stacked, -1, 1)).reshape(-1), chosen)]
 
 
+def _detections(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest, layout):
+    """Detection models: ``[(scores (B,), explained, output rows (B, N))]``, one per rank.
+
+    Rank ``r`` holds each image's ``r``-th chosen detection (:meth:`YolosFamily.choose`); an image
+    with fewer detections repeats a filler (its first, or detection 0) whose ``explained`` entry is
+    ``None``, dropped in ``postprocess``. Each rank's score is the logit of the detection's class.
+    """
+    chosen = explainer.family.choose(outputs, [request.detection] * len(batch), request.min_score)
+    ranks = []
+    rows = torch.arange(len(batch), device=outputs.logits.device)
+    for rank in range(max((len(c) for c in chosen), default=0)):
+        picked = [c[rank] if rank < len(c) else (c[0] if c else None) for c in chosen]
+        index = torch.tensor([p.index if p else 0 for p in picked], device=rows.device)
+        label = torch.tensor([p.label if p else 0 for p in picked], device=rows.device)
+        explained = [c[rank] if rank < len(c) else None for c in chosen]
+        ranks.append((outputs.logits[rows, index, label], explained, layout.detection_weights(index)))
+    return ranks
+
+
 def _check_finite(scores: torch.Tensor) -> None:
     bad = (~torch.isfinite(scores.detach())).nonzero().flatten().tolist()
     if bad:
@@ -315,7 +334,19 @@ def _pass_context(explainer, spec, layout):
 
 
 def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs: dict | None = None) -> list[ImagePass]:
-    """One forward pass for ``batch`` under capture, plus the backward passes the method needs per rank."""
+    """One forward pass for ``batch`` under capture, plus the backward passes the method needs per rank.
+
+    Images whose inputs differ in size (an aspect-keeping processor without a crop, as YOLOS's)
+    run as one pass per size, never padded together, so each result depends on its image only.
+    """
+    sizes = list(dict.fromkeys(tuple(p.pixel_values.shape) for p in batch))
+    if len(sizes) > 1:
+        passes: list = [None] * len(batch)
+        for size in sizes:
+            members = [i for i, p in enumerate(batch) if tuple(p.pixel_values.shape) == size]
+            for i, passed in zip(members, forward(explainer, [batch[i] for i in members], request, text_inputs)):
+                passes[i] = passed
+        return passes
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
     inputs = batch_inputs(batch)
     layout = explainer.layout(tuple(pixel_values.shape[-2:]), inputs)
@@ -332,14 +363,20 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
                 pixel_values = pixel_values.detach().requires_grad_(True)
             try:
                 outputs = explainer.run_model(pixel_values, text_inputs, inputs)
+                detections = _detections(explainer, outputs, batch, request, layout) if explainer.is_detector else None
                 if needs_gradient:
-                    objectives = _objectives(explainer, outputs, batch, request, stacked)
-                    for rank, (scores, _) in enumerate(objectives):
+                    if detections is not None:
+                        objectives = detections
+                    else:
+                        objectives = [(s, e, None) for s, e in _objectives(explainer, outputs, batch, request, stacked)]
+                    for rank, (scores, _, rows) in enumerate(objectives):
                         _check_finite(scores)
                         if rank:
                             folds.new_fold()
+                        if rows is not None and isinstance(folds.folds[-1], ChainFold):
+                            folds.folds[-1].output_weights = rows  # this rank's detection tokens
                         folds.backward(scores, capture.num_layers, retain_graph=rank < len(objectives) - 1)
-                    objectives = [(None, explained) for _, explained in objectives]
+                    objectives = [(None, explained) for _, explained, _ in objectives]
             finally:  # the graph's hooks refer to the folds: break the cycle through the C++ graph
                 folds.first_attention.clear()
                 folds.readout_maps.clear()
@@ -347,10 +384,24 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
             num_layers = capture.num_layers
     if num_layers == 0:
         raise CaptureError(f"no attention layer ran in {type(explainer.model).__name__}'s forward pass")
-    relevance = torch.stack([folds.relevance(f, num_layers, request.progress) for f in folds.folds], 1).detach().float().cpu()
+    if detections is not None and not needs_gradient:  # rollout: each detection's row of one product
+        rows = []
+        for _, _, weights in detections:
+            folds.folds[0].output_weights = weights
+            rows.append(folds.relevance(folds.folds[0], num_layers, request.progress))
+        objectives = [(None, explained) for _, explained, _ in detections]
+        relevance = torch.stack(rows, 1) if rows else torch.zeros(len(batch), 0, layout.num_tokens)
+    elif detections == []:  # no image has a detection above min_score
+        relevance = torch.zeros(len(batch), 0, layout.num_tokens)
+    else:
+        relevance = torch.stack([folds.relevance(f, num_layers, request.progress) for f in folds.folds], 1)
+    relevance = relevance.detach().float().cpu()
     heads = folds.heads()
     heads = None if heads is None else heads.detach().float().cpu()
-    explained = list(zip(*[e for _, e in objectives])) if needs_gradient else [(None,)] * len(batch)
+    if detections is not None:
+        explained = list(zip(*[e for _, e in objectives])) if detections else [()] * len(batch)
+    else:
+        explained = list(zip(*[e for _, e in objectives])) if needs_gradient else [(None,)] * len(batch)
     logits = explainer.logits_of(outputs, required=False)
     logits = None if logits is None else logits[-len(batch) :]  # a layer readout stacks every layer's rows first
     probabilities = None if logits is None else explainer.probabilities(logits.detach().float()).cpu().numpy()
@@ -385,6 +436,8 @@ def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: 
     if passed.heads is not None:
         head_patches = layout.patch_relevance(passed.heads).clamp(min=0).numpy()
         head_heatmaps = np.stack([prepared.placement.heatmap(_mask(p, index), size) for p in head_patches])
+    if getattr(explainer, "is_detector", False):
+        return _detection_results(explainer, prepared, passed, request, patches, size, index)
     results = []
     for rank, target in enumerate(passed.explained):
         mask = _mask(patches[rank], index)
@@ -406,3 +459,35 @@ def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: 
             )
         )
     return results if request.top_k is not None else results[0]
+
+
+def _detection_results(explainer, prepared, passed, request, patches, size, index):
+    """One :class:`Explanation` per explained detection (a list with ``min_score``, else the one)."""
+    results = []
+    input_size = tuple(prepared.pixel_values.shape[-2:])
+    for rank, found in enumerate(passed.explained):
+        if found is None:  # a filler rank of a batch whose other images had more detections
+            continue
+        mask = _mask(patches[rank], index)
+        results.append(
+            Explanation(
+                image=prepared.image,
+                mask=mask,
+                heatmap=prepared.placement.heatmap(mask, size),
+                method=request.method,
+                target=found.label,
+                label=explainer.id2label.get(found.label),
+                score=found.score,
+                predicted=found.label,
+                token_relevance=passed.relevance[rank].numpy(),
+                params=request.params(),
+                placement=prepared.placement,
+                detection=found.index,
+                box=explainer.family.image_box(found.box, prepared.placement, input_size),
+            )
+        )
+    if request.min_score is not None:
+        if not results:
+            logger.info("image %d: no detection scores at least %s", index, request.min_score)
+        return results
+    return results[0]

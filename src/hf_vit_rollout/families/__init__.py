@@ -23,16 +23,17 @@ Modules:
         recorded without switching its kernel), ViT-MAE encoders without masking.
     patches: SigLIP 2 (variable-resolution patch sequences with an attention mask).
     windowed: ViTDet (window and global blocks mixed, the windows folded like Swin's).
+    detection: YOLOS (detection tokens beside the patches; one map per detection).
     refused: Hiera and timm checkpoints, with the reason.
 """
 
 from __future__ import annotations
 
-from . import grid, patches, refused, windowed
+from . import detection, grid, patches, refused, windowed
 
 #: model_type -> family object (see the module docstring for what it answers).
 FAMILIES: dict = {}
-for _module in (grid, patches, windowed, refused):
+for _module in (grid, patches, windowed, detection, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family
