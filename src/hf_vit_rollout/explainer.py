@@ -114,7 +114,8 @@ class RolloutExplainer:
         self.family = family_for(config)
         setup = self.family.attention_setup(self.vision_root) if self.family else attention_setup(self.vision_root, model_type)
         self.window_blocks, self.forward_kwargs, self.attention_modules = setup
-        self.patch_size = _pair(_vision_config(config).patch_size)
+        patch_size = getattr(self.family, "patch_size", None)
+        self.patch_size = patch_size(_vision_config(config)) if patch_size else _pair(_vision_config(config).patch_size)
         self.interpolate_pos_encoding = bool(interpolate_pos_encoding)
         device = check_device(device)
         if device is not None:
@@ -345,7 +346,7 @@ class RolloutExplainer:
             One :class:`Explanation` for a single image, else a list in input order (with
             ``top_k``, a list of ``k`` explanations per image).
         """
-        sources, single = image_sources(images)
+        sources, single = self._sources(images)
         results = list(self.explain_iter(sources, self.request(target=target, **settings)))
         return results[0] if single else results
 
@@ -372,6 +373,11 @@ class RolloutExplainer:
         if bar is not None:
             bar.close()
 
+    def _sources(self, images) -> tuple[list, bool]:
+        """A call's inputs → ``(list of sources, single)``: images, or clips for a video model."""
+        sources = getattr(self.family, "sources", None)
+        return sources(images) if sources else image_sources(images)
+
     @staticmethod
     def _target_of(request: ExplainRequest, index: int):
         if request.targets_per_image:
@@ -387,7 +393,7 @@ class RolloutExplainer:
         """
         if not self.num_labels:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
-        sources, _ = image_sources(images)
+        sources, _ = self._sources(images)
         prepared = [stages.preprocess(self, s, where=f"images[{i}]") for i, s in enumerate(sources)]
         pixel_values = torch.stack([p.pixel_values for p in prepared])
         with torch.no_grad():
@@ -404,8 +410,9 @@ class RolloutExplainer:
         Returns:
             ``(B, grid_h, grid_w)`` float32 raw relevance (not rescaled).
         """
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
-            raise ValueError("pixel_values must be a (B, C, H, W) tensor; use the explainer's __call__ for images")
+        shape = getattr(self.family, "input_shape", "(B, C, H, W)")  # video: (B, T, C, H, W)
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != shape.count(",") + 1:
+            raise ValueError(f"pixel_values must be a {shape} tensor; use the explainer's __call__ for images or videos")
         request = self.request(target=target, **settings)
         if request.top_k is not None:
             raise ValueError("relevance_maps gives one map per input; for top_k call it once per class (target=index)")

@@ -66,6 +66,8 @@ def as_result(explanation: Explanation) -> dict:
     ``overlay`` (PIL RGB, the same size) and ``explanation`` (the full :class:`Explanation`).
     For a detection model also ``box`` (``{"xmin", "ymin", "xmax", "ymax"}`` in the image's pixels,
     as ``transformers``' object-detection pipeline gives it) and ``detection`` (the token index)."""
+    if hasattr(explanation, "heatmaps"):  # a video: one overlay per frame
+        return {"label": explanation.label, "score": explanation.score, "overlays": explanation.overlays(), "explanation": explanation}
     result = {
         "label": explanation.label,
         "score": explanation.score,

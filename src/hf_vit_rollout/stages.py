@@ -84,15 +84,11 @@ class ImagePass:
 
 def preprocess(explainer, source, target=None, where: str = "image") -> PreparedImage:
     """Load and process one image (see :func:`~hf_vit_rollout.images.load_image` for inputs)."""
+    family = getattr(explainer, "family", None)
+    if hasattr(family, "prepare"):  # not one image, or not one (C, H, W) tensor (SigLIP 2, video)
+        return family.prepare(explainer, source, target, where)
     image = load_image(source, where)
     processor = explainer.image_processor
-    family = getattr(explainer, "family", None)
-    if hasattr(family, "prepare"):  # processors whose output is not one (C, H, W) tensor (SigLIP 2)
-        try:
-            pixel_values, inputs, placement = family.prepare(processor, image, explainer.patch_size)
-        except Exception as exc:
-            raise ValueError(f"the image processor could not prepare {where}: {exc}") from exc
-        return PreparedImage(image, pixel_values, placement, target, inputs)
     try:
         pixel_values = processor(images=shrink_for_processor(image, processor), return_tensors="pt")["pixel_values"][0]
     except Exception as exc:  # processors raise many types for odd images
@@ -427,6 +423,9 @@ def _mask(patch: np.ndarray, index: int) -> np.ndarray:
 
 def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
     """One :class:`Explanation` per explained target of one image (a list when ``top_k`` is set)."""
+    family = getattr(explainer, "family", None)
+    if hasattr(family, "results"):  # results of another kind (video)
+        return family.results(explainer, prepared, passed, request, index)
     layout = explainer.layout(tuple(prepared.pixel_values.shape[-2:]), _one(prepared.inputs))
     patches = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
     size = prepared.placement.output_size(request.full_resolution)

@@ -7,8 +7,11 @@ A *family* is an object that answers, for the ``model_type`` values it registers
 * ``layout(config, image_size, held, inputs)``: the token layout of one input (an object answering
   the questions :class:`~hf_vit_rollout.tokens.TokenLayout` answers); ``inputs`` are the per-image
   model inputs besides ``pixel_values`` (SigLIP 2's mask and spatial shapes), batched;
-* optionally ``prepare(processor, image, patch_size) -> (pixel_values, inputs, placement)`` for
-  processors whose output is not one ``(C, H, W)`` tensor (SigLIP 2);
+* optionally ``prepare(explainer, source, target, where) -> PreparedImage`` for inputs that are
+  not one image, or processors whose output is not one ``(C, H, W)`` tensor (SigLIP 2, video);
+  ``sources(inputs) -> (list, single)`` to split a call's inputs (video: clips, not frames);
+  ``results(explainer, prepared, passed, request, index)`` for results that are not an
+  :class:`~hf_vit_rollout.Explanation` (video); ``patch_size(config)`` where the config has none;
 * ``attention_setup(vision_root)``: ``(window blocks, forward kwargs, attention modules)`` for the
   capture (:mod:`hf_vit_rollout.capture`);
 * ``call_kwargs(pixel_values)``: keyword arguments a forward pass of this input needs (ViT-MAE's
@@ -24,16 +27,17 @@ Modules:
     patches: SigLIP 2 (variable-resolution patch sequences with an attention mask).
     windowed: ViTDet (window and global blocks mixed, the windows folded like Swin's).
     detection: YOLOS (detection tokens beside the patches; one map per detection).
+    video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
     refused: Hiera and timm checkpoints, with the reason.
 """
 
 from __future__ import annotations
 
-from . import detection, grid, patches, refused, windowed
+from . import detection, grid, patches, refused, video, windowed
 
 #: model_type -> family object (see the module docstring for what it answers).
 FAMILIES: dict = {}
-for _module in (grid, patches, windowed, detection, refused):
+for _module in (grid, patches, windowed, detection, video, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family

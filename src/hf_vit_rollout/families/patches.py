@@ -123,15 +123,24 @@ class Siglip2Family:
     def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
         return {}
 
-    def prepare(self, processor, image, patch_size) -> tuple[torch.Tensor, dict, Placement]:
-        """One image → ``(pixel_values (P, C·p·p), {mask (P,), spatial_shapes (2,)}, placement)``."""
-        out = processor(images=image, return_tensors="pt")
+    def prepare(self, explainer, source, target, where):
+        """One image → a :class:`~hf_vit_rollout.stages.PreparedImage` with ``pixel_values (P, C·p·p)``
+        and ``inputs = {pixel_attention_mask (P,), spatial_shapes (2,)}``."""
+        from ..images import load_image
+        from ..stages import PreparedImage
+
+        image = load_image(source, where)
+        processor = explainer.image_processor
+        try:
+            out = processor(images=image, return_tensors="pt")
+        except Exception as exc:  # processors raise many types for odd images
+            raise ValueError(f"the image processor could not prepare {where}: {exc}") from exc
         h, w = (int(v) for v in out["spatial_shapes"][0])
-        patch = _pair(patch_size)
+        patch = _pair(explainer.patch_size)
         resized = (h * patch[0], w * patch[1]) if getattr(processor, "do_resize", True) else (image.height, image.width)
         placement = Placement((image.width, image.height), resized, (0, 0), patch, (h, w))
         inputs = {name: out[name][0] for name in self.input_names}
-        return out["pixel_values"][0], inputs, placement
+        return PreparedImage(image, out["pixel_values"][0], placement, target, inputs)
 
 
 FAMILIES = (Siglip2Family(),)
