@@ -18,6 +18,7 @@ from .errors import InputError, TargetError, UnsupportedModelError
 from .evaluation import EvaluationReport, evaluate
 from .explainer import RolloutExplainer
 from .explanation import Explanation
+from .families.video import VideoExplanation
 from .loading import DEMO_MODEL, demo_model_path
 from .methods import (
     METHODS,
@@ -74,6 +75,7 @@ __all__ = [
     "TargetError",
     "TokenLayout",
     "UnsupportedModelError",
+    "VideoExplanation",
     "attention_flow",
     "attention_rollout",
     "demo_model_path",
