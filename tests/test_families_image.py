@@ -308,3 +308,21 @@ def test_hiera_and_timm_checkpoints_are_refused_with_the_reason(tmp_path):
     T.TimmWrapperConfig(architecture="vit_tiny_patch16_224").save_pretrained(timm)
     with pytest.raises(UnsupportedModelError, match="timm's own modules.*torchvision"):
         RolloutExplainer.from_pretrained(str(timm))
+
+
+@pytest.mark.parametrize("name", ["data2vec_cls", "vitdet"])
+def test_pipeline_and_cli_give_the_explainer_result(saved, name, tmp_path):
+    from PIL import Image
+
+    from hf_vit_rollout.cli import main
+    from hf_vit_rollout.pipeline import pipeline
+
+    image = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    direct = RolloutExplainer.from_pretrained(saved(name))(image)
+    result = pipeline(model=saved(name))(Image.fromarray(image))
+    np.testing.assert_allclose(result["explanation"].mask, direct.mask, rtol=1e-5)
+    path = tmp_path / "picture.png"
+    Image.fromarray(image).save(path)
+    assert main([str(path), "--model", saved(name), "--save-maps", "--out", str(tmp_path / "out")]) == 0
+    (saved_map,) = (tmp_path / "out").glob("*.npy")
+    np.testing.assert_allclose(np.load(saved_map), direct.heatmap, rtol=1e-5, atol=1e-6)

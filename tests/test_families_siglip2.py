@@ -120,3 +120,20 @@ def test_siglip2_image_text_model_explains_a_text(tmp_path, images):
     got = explainer(images, text="a cat", method="gae")
     assert [e.mask.shape for e in got] == [(3, 5), (2, 8), (4, 4)]
     assert all(e.label == "a cat" and e.mask.max() == pytest.approx(1.0) for e in got)
+
+
+def test_pipeline_and_cli_give_the_explainer_result(vision_folder, images, tmp_path):
+    from PIL import Image
+
+    from hf_vit_rollout.cli import main
+    from hf_vit_rollout.pipeline import pipeline
+
+    direct = RolloutExplainer.from_pretrained(vision_folder)(images[1], method="rollout")
+    result = pipeline(model=vision_folder)(Image.fromarray(images[1]))
+    np.testing.assert_allclose(result["explanation"].mask, direct.mask, rtol=1e-5)
+    assert result["explanation"].mask.shape == (2, 8)
+    path = tmp_path / "wide.png"
+    Image.fromarray(images[1]).save(path)
+    assert main([str(path), "--model", vision_folder, "--save-maps", "--out", str(tmp_path / "out")]) == 0
+    (saved,) = (tmp_path / "out").glob("*.npy")
+    np.testing.assert_allclose(np.load(saved), direct.heatmap, rtol=1e-5, atol=1e-6)
