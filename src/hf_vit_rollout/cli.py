@@ -57,7 +57,8 @@ _SHELL_TERMS = [
     (re.compile(r"\bmethod='(\w+)'"), r"--method \1"),
     (re.compile(r"\(target=index\)"), "(--target INDEX)"),
     (re.compile(r"\bdetection=index\b"), "--detection INDEX"),
-    (re.compile(r"\b(target|text|top_k|layer|head|start_layer|masks|detection|min_score)=(?=[\s,;.)]|$)"), r"--\1"),
+    (re.compile(r"region=\(x0, y0, x1, y1\)"), "--region X0 Y0 X1 Y1"),
+    (re.compile(r"\b(target|text|top_k|layer|head|start_layer|masks|detection|min_score|region)=(?=[\s,;.)]|$)"), r"--\1"),
 ]
 
 
@@ -123,6 +124,10 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--min_score", "--min-score", type=float, default=None,
         help="detection models (YOLOS): explain every detection whose class probability is at least this",
+    )
+    parser.add_argument(
+        "--region", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
+        help="depth models (DPT): explain the mean predicted depth of this box, in image pixels (default: the whole image)",
     )
     parser.add_argument("--layer", type=int, default=None, help="method 'attention': which layer (default -1, the last)")
     parser.add_argument("--head", type=int, default=None, help="method 'attention': which head (default: heads fused)")
@@ -366,6 +371,7 @@ def run_explain(argv: list[str]) -> int:
         request = explainer.request(
             target=target, top_k=args.top_k, text=args.text, progress=not args.quiet, full_resolution=args.full_resolution,
             layer=args.layer, head=args.head, start_layer=args.start_layer, detection=args.detection, min_score=args.min_score,
+            region=None if args.region is None else tuple(args.region),
         )
         stems = unique_stems(paths)
         # the generator drives the loop, so it runs to its end (its progress bar reaches the total)

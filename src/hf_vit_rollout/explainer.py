@@ -237,6 +237,17 @@ class RolloutExplainer:
         """This explainer's defaults overridden by ``settings``, validated against the model."""
         request = self.defaults.updated(**settings)
         name = type(self.model).__name__
+        if getattr(self.family, "has_regions", lambda model: False)(self.model):  # a dense prediction: region targets
+            given = [k for k in ("target", "text", "top_k", "detection", "min_score") if getattr(request, k) is not None]
+            if given and not (given == ["target"] and request._only_predicted()):
+                raise TargetError(
+                    f"{name} predicts a dense map (depth), not classes: explain a region of it with "
+                    f"region=(x0, y0, x1, y1) in image pixels (default: the whole image), not {given[0]}="
+                )
+            request.check_model(self.num_layers, self.num_heads)
+            return request
+        if request.region is not None:
+            raise TargetError(f"region= names a region of a dense prediction (DPT depth); {name} predicts none")
         if self.is_detector:
             given = [k for k in ("target", "text", "top_k") if getattr(request, k) is not None]
             if given and not (given == ["target"] and request._only_predicted()):

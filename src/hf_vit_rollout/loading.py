@@ -101,6 +101,7 @@ HEADS = {
     "ForImageClassification": "AutoModelForImageClassification",
     "ForObjectDetection": "AutoModelForObjectDetection",
     "ForVideoClassification": "AutoModelForVideoClassification",
+    "ForDepthEstimation": "AutoModelForDepthEstimation",
 }
 
 

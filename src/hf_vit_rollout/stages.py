@@ -159,6 +159,16 @@ def _detections(explainer, outputs, batch: list[PreparedImage], request: Explain
     return ranks
 
 
+def _ranked_rows(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest, layout):
+    """Objectives that come with their own output rows (detections, dense regions), else ``None``."""
+    if explainer.is_detector:
+        return _detections(explainer, outputs, batch, request, layout)
+    family = getattr(explainer, "family", None)
+    if not getattr(family, "has_regions", lambda model: False)(explainer.model):
+        return None
+    return family.objectives(explainer, outputs, batch, request, layout)
+
+
 def _check_finite(scores: torch.Tensor) -> None:
     bad = (~torch.isfinite(scores.detach())).nonzero().flatten().tolist()
     if bad:
@@ -359,7 +369,7 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
                 pixel_values = pixel_values.detach().requires_grad_(True)
             try:
                 outputs = explainer.run_model(pixel_values, text_inputs, inputs)
-                detections = _detections(explainer, outputs, batch, request, layout) if explainer.is_detector else None
+                detections = _ranked_rows(explainer, outputs, batch, request, layout)
                 if needs_gradient:
                     if detections is not None:
                         objectives = detections
@@ -424,8 +434,13 @@ def _mask(patch: np.ndarray, index: int) -> np.ndarray:
 def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
     """One :class:`Explanation` per explained target of one image (a list when ``top_k`` is set)."""
     family = getattr(explainer, "family", None)
-    if hasattr(family, "results"):  # results of another kind (video)
+    if hasattr(family, "results"):  # results of another kind (video, dense regions)
         return family.results(explainer, prepared, passed, request, index)
+    return standard_results(explainer, prepared, passed, request, index)
+
+
+def standard_results(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
+    """:func:`postprocess` for images: one :class:`Explanation` per explained target."""
     layout = explainer.layout(tuple(prepared.pixel_values.shape[-2:]), _one(prepared.inputs))
     patches = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
     size = prepared.placement.output_size(request.full_resolution)

@@ -28,16 +28,17 @@ Modules:
     windowed: ViTDet (window and global blocks mixed, the windows folded like Swin's).
     detection: YOLOS (detection tokens beside the patches; one map per detection).
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
+    dense: DPT depth estimation (region targets over ``predicted_depth``).
     refused: Hiera and timm checkpoints, with the reason.
 """
 
 from __future__ import annotations
 
-from . import detection, grid, patches, refused, video, windowed
+from . import dense, detection, grid, patches, refused, video, windowed
 
 #: model_type -> family object (see the module docstring for what it answers).
 FAMILIES: dict = {}
-for _module in (grid, patches, windowed, detection, video, refused):
+for _module in (grid, patches, windowed, detection, video, dense, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family
