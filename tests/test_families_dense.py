@@ -139,3 +139,45 @@ def test_model_state_is_restored_and_the_pipeline_and_cli_agree(folder, tmp_path
     np.testing.assert_allclose(np.load(saved), direct.heatmap, rtol=1e-5, atol=1e-6)
     assert main([str(path), "--model", folder, "--region", "100", "100", "120", "130", "--out", str(tmp_path / "o2")]) != 0
     assert "lies outside" in capsys.readouterr().err
+
+
+def test_depth_anything_region_map_equals_a_hand_computation(tmp_path):
+    torch.manual_seed(0)
+    backbone = T.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                              image_size=28, patch_size=7, out_indices=[1, 2], reshape_hidden_states=False)
+    config = T.DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 8], fusion_hidden_size=8,
+                                   head_hidden_size=8, reassemble_hidden_size=32, reassemble_factors=[2, 1], patch_size=7)
+    model = T.DepthAnythingForDepthEstimation(config)
+    with torch.no_grad():
+        model.head.conv3.bias.fill_(1.0)
+    model.save_pretrained(tmp_path)
+    T.DPTImageProcessorPil(size={"height": 28, "width": 42}, keep_aspect_ratio=False).save_pretrained(tmp_path)
+    explainer = RolloutExplainer.from_pretrained(str(tmp_path))
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    # input 28 × 42 (4 × 6 patches of 7 px); region x < 30, y < 20 of the 60 × 40 image = input x < 21, y < 14
+    pixels = explainer.image_processor(images=image, return_tensors="pt")["pixel_values"]
+    ref = T.DepthAnythingForDepthEstimation.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
+    out = ref(pixels, output_attentions=True)
+    for a in out.attentions:
+        a.retain_grad()
+    depth = out.predicted_depth
+    dh, dw = depth.shape[-2:]
+    ys, xs = (torch.arange(dh) + 0.5) * 28 / dh, (torch.arange(dw) + 0.5) * 42 / dw
+    inside = ((ys < 14)[:, None] & (xs < 21)[None, :]).float()
+    score = (depth * inside).sum((1, 2)) / inside.sum()
+    score.sum().backward()
+    n = out.attentions[0].shape[-1]
+    w = torch.zeros(n)
+    for r in (0, 1):
+        for c in (0, 1, 2):
+            w[1 + r * 6 + c] = 1 / 6
+    rollout, gae = torch.eye(n), torch.eye(n)
+    for a in out.attentions:
+        m = a[0].detach().mean(0) + torch.eye(n)
+        rollout = (m / m.sum(-1, keepdim=True)) @ rollout
+        gae = gae + (a[0].detach() * a.grad[0]).clamp(min=0).mean(0) @ gae
+    got = explainer(image, method="rollout", discard_ratio=0.0, region=REGION)
+    np.testing.assert_allclose(got.token_relevance, (w @ rollout).numpy(), rtol=1e-4, atol=1e-6)
+    got = explainer(image, method="gae", region=REGION)
+    np.testing.assert_allclose(got.token_relevance, (w @ gae).numpy(), rtol=1e-4, atol=1e-6)
+    assert got.score == pytest.approx(float(score[0].detach()), rel=1e-5) and got.mask.shape == (4, 6)

@@ -1,4 +1,8 @@
-"""Dense heads: DPT depth estimation, explained for a region of its output.
+"""Dense heads: DPT and Depth Anything depth estimation, explained for a region of their output.
+
+``DepthAnythingForDepthEstimation`` has the same shape of neck and head over a DINOv2 backbone
+(``[CLS, registers, patches]``); it predicts relative inverse depth (larger is nearer), so there the
+explained score is the mean of that.
 
 ``DPTForDepthEstimation`` (ViT backbone, ``is_hybrid=False``) runs a ViT over ``[CLS, patches]``;
 its neck reassembles the token states of several layers into feature maps at their patches'
@@ -66,10 +70,27 @@ def _image_to_input(placement, x, y):
 
 
 class DenseFamily:
-    model_types = ("dpt",)
+    model_types = ("dpt", "depth_anything")
     refused = False
 
+    @staticmethod
+    def _encoder(config):
+        """The config of the ViT that makes the tokens (Depth Anything: its DINOv2 backbone)."""
+        return getattr(config, "backbone_config", None) if config.model_type == "depth_anything" else config
+
+    def patch_size(self, config) -> tuple[int, int]:
+        return _pair(self._encoder(config).patch_size)
+
     def check(self, config) -> None:
+        if config.model_type == "depth_anything":
+            backbone = getattr(config, "backbone_config", None)
+            kind = getattr(backbone, "model_type", None)
+            if getattr(config, "use_timm_backbone", False) or kind not in ("dinov2", "dinov2_with_registers"):
+                raise UnsupportedModelError(
+                    f"this Depth Anything checkpoint's backbone is {kind or 'a timm model'!r}; only DINOv2 backbones "
+                    "(dinov2, dinov2_with_registers) are explained"
+                )
+            return
         if getattr(config, "is_hybrid", False):
             raise UnsupportedModelError(
                 "this DPT checkpoint is hybrid (is_hybrid=True): a BiT convolutional backbone makes its tokens, so "
@@ -77,14 +98,16 @@ class DenseFamily:
             )
 
     def layout(self, config, image_size, held=None, inputs=None) -> DenseLayout:
-        patch_h, patch_w = _pair(config.patch_size)
+        encoder = self._encoder(config)
+        patch_h, patch_w = _pair(encoder.patch_size)
         grid = (int(image_size[0]) // patch_h, int(image_size[1]) // patch_w)
-        return DenseLayout(num_prefix_tokens=1, grid_size=grid, cls_index=0, pooling="region")
+        prefix = 1 + int(getattr(encoder, "num_register_tokens", 0) or 0)
+        return DenseLayout(num_prefix_tokens=prefix, grid_size=grid, cls_index=0, pooling="region")
 
     def attention_setup(self, vision_root):
         from ..window_capture import attention_setup
 
-        return attention_setup(vision_root, "dpt")
+        return attention_setup(vision_root, vision_root.config.model_type)
 
     def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
         return {}
@@ -144,7 +167,7 @@ class DenseFamily:
                 c = int(np.clip(((ix0 + ix1) / 2) // patch_w, 0, gw - 1))
                 cells[r, c] = True
             flat = torch.from_numpy(cells.reshape(-1)).to(depth.device)
-            rows[b, 1:][flat] = 1.0 / int(flat.sum())
+            rows[b, layout.num_prefix_tokens :][flat] = 1.0 / int(flat.sum())
         masks = torch.stack(masks).to(depth.device, depth.dtype)
         scores = (depth * masks).sum((1, 2)) / masks.sum((1, 2))
         for b, prepared in enumerate(batch):
