@@ -203,7 +203,7 @@ class RolloutExplainer:
     def is_detector(self) -> bool:
         """Whether the model predicts boxes from detection tokens (YOLOS): ``detection=`` and
         ``min_score=`` name what to explain."""
-        return bool(getattr(self.family, "detector", False)) and hasattr(self.model, "class_labels_classifier")
+        return bool(getattr(self.family, "detector", False)) and self.family.is_detector_model(self.model)
 
     @property
     def num_labels(self) -> int:
@@ -249,16 +249,24 @@ class RolloutExplainer:
         if request.region is not None:
             raise TargetError(f"region= names a region of a dense prediction (DPT depth); {name} predicts none")
         if self.is_detector:
-            given = [k for k in ("target", "text", "top_k") if getattr(request, k) is not None]
+            asked = ("target", "top_k") if self.family.needs_text else ("target", "text", "top_k")
+            given = [k for k in asked if getattr(request, k) is not None]
             if given and not (given == ["target"] and request._only_predicted()):
                 raise TargetError(
                     f"{name} is a detector: name the detection to explain with detection=index (0 to "
-                    f"{self.model.config.num_detection_tokens - 1}) or explain every detection above a score with "
+                    f"{self.family.detection_count(self) - 1}) or explain every detection above a score with "
                     f"min_score=, not {given[0]}="
+                )
+            if self.family.needs_text and (request.text is None or self.tokenizer is None):
+                raise TargetError(
+                    f"{name} detects what text queries name: pass text=['a photo of a cat', ...] (one query or a list), "
+                    "with the checkpoint's tokenizer loaded"
                 )
             self.family.check_target(self, request.detection)
             request.check_model(self.num_layers, self.num_heads)
             return request
+        if isinstance(request.text, tuple):
+            raise TargetError(f"text= takes one description for {name}; a list of queries is for open-vocabulary detectors (OWL-ViT)")
         if request.detection is not None or request.min_score is not None:
             raise TargetError(
                 f"detection= and min_score= name detections of a detection model (YOLOS); {name} predicts no boxes"
@@ -302,6 +310,9 @@ class RolloutExplainer:
         try:
             if text_inputs:
                 inputs = {k: v.to(pixel_values.device) for k, v in text_inputs.items()}
+                tile = getattr(self.family, "tile_text", None)  # OWL-ViT: the queries for every image
+                if tile is not None:
+                    inputs = tile(inputs, pixel_values.shape[0])
                 return self.model(pixel_values=pixel_values, **inputs, **kwargs)
             return self.vision_root(pixel_values=pixel_values, **kwargs)
         except ValueError as exc:
@@ -331,10 +342,11 @@ class RolloutExplainer:
         """Tokenised ``text``; longer than the text tower takes, it is truncated with a warning."""
         limit = getattr(getattr(self.model.config, "text_config", None), "max_position_embeddings", None)
         limit = min(limit or 10**9, getattr(self.tokenizer, "model_max_length", None) or 10**9)
-        length = len(self.tokenizer(text)["input_ids"])
+        texts = [text] if isinstance(text, str) else list(text)  # a list: an open-vocabulary detector's queries
+        length = max(len(self.tokenizer(t)["input_ids"]) for t in texts)
         if length > limit:
             warnings.warn(f"text= has {length} tokens; the model takes {limit}, so it was truncated", stacklevel=3)
-        return dict(self.tokenizer([text], padding=True, truncation=True, max_length=limit, return_tensors="pt"))
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt"))
 
     # ------------------------------------------------------------------ entry points
     def __call__(self, images, target=None, **settings) -> Explanation | list:

@@ -114,6 +114,9 @@ def load_model(name_or_path, **hf_kwargs):
     architectures = getattr(config, "architectures", None) or []
     heads = [auto for part, auto in HEADS.items() if any(part in a for a in architectures)]
     auto = getattr(transformers, heads[0] if heads else "AutoModel")
+    saved = getattr(transformers, architectures[0], None) if heads else None
+    if saved is not None and type(config) not in auto._model_mapping:  # e.g. OWL-ViT: a zero-shot detector
+        auto = saved
     return auto.from_pretrained(resolve_source(name_or_path), **hf_kwargs)
 
 

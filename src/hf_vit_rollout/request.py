@@ -192,15 +192,25 @@ class ExplainRequest:
 
     def _check_combination(self, spec: MethodSpec) -> None:
         wanted = [name for name in ("target", "text", "top_k", "detection", "min_score", "region") if getattr(self, name) is not None]
-        if len(wanted) > 1 and {"detection", "min_score", "region"} & set(wanted):
+        detections = [name for name in wanted if name in ("detection", "min_score")]
+        others = [name for name in wanted if name not in ("detection", "min_score", "text")]  # text names detectors' queries
+        if len(wanted) > 1 and (len(detections) > 1 or (detections and others) or "region" in wanted):
+            clash = [name for name in wanted if name != "text"] if detections else wanted
             raise TargetError(
-                f"give only one of target=, text=, top_k=, detection=, min_score= and region=, not both {wanted[0]}= and "
-                f"{wanted[1]}="
+                f"give only one of target=, text=, top_k=, detection=, min_score= and region= (text= may name an "
+                f"open-vocabulary detector's queries beside detection= or min_score=), not both {clash[0]}= and {clash[1]}="
             )
+        if detections:
+            wanted = detections
         if len(wanted) > 1:
             raise TargetError(f"give only one of target=, text= and top_k=, not both {wanted[0]}= and {wanted[1]}=")
-        if self.text is not None and (not isinstance(self.text, str) or not self.text.strip()):
-            raise TargetError(f"text must be a non-empty string, got {self.text!r}")
+        if isinstance(self.text, list):
+            object.__setattr__(self, "text", tuple(self.text))
+        texts = (self.text,) if isinstance(self.text, str) else self.text
+        if self.text is not None and (
+            not isinstance(texts, tuple) or not texts or not all(isinstance(t, str) and t.strip() for t in texts)
+        ):
+            raise TargetError(f"text must be a non-empty string (or, for an open-vocabulary detector, a list of them), got {self.text!r}")
         if wanted and wanted[0] not in ("detection", "min_score", "region") and not spec.needs_gradient and not self._only_predicted():
             gradient_methods = [name for name, s in METHODS.items() if s.needs_gradient]
             raise TargetError(

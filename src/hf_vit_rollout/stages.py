@@ -490,7 +490,7 @@ def _detection_results(explainer, prepared, passed, request, patches, size, inde
                 heatmap=prepared.placement.heatmap(mask, size),
                 method=request.method,
                 target=found.label,
-                label=explainer.id2label.get(found.label),
+                label=explainer.family.label_name(explainer, request, found.label),
                 score=found.score,
                 predicted=found.label,
                 token_relevance=passed.relevance[rank].numpy(),

@@ -119,6 +119,19 @@ class YolosFamily:
     model_types = ("yolos",)
     refused = False
     detector = True
+    needs_text = False
+
+    @staticmethod
+    def is_detector_model(model) -> bool:
+        """Whether ``model`` has the detection heads (``YolosModel`` is a backbone)."""
+        return hasattr(model, "class_labels_classifier")
+
+    def detection_count(self, explainer) -> int:
+        return int(explainer.model.config.num_detection_tokens)
+
+    @staticmethod
+    def label_name(explainer, request, label: int) -> str | None:
+        return explainer.id2label.get(label)
 
     def check(self, config) -> None:
         """Every YOLOS checkpoint is explained (``YolosModel`` as a backbone, its detection tokens kept)."""
@@ -139,7 +152,7 @@ class YolosFamily:
     # ----------------------------------------------------------------- detection targets
     def check_target(self, explainer, target) -> None:
         """A detection index in range (``None``: the most confident detection)."""
-        count = int(explainer.model.config.num_detection_tokens)
+        count = self.detection_count(explainer)
         if target is None:
             return
         if not isinstance(target, numbers.Integral) or isinstance(target, bool):
@@ -149,8 +162,8 @@ class YolosFamily:
             )
         if not 0 <= int(target) < count:
             raise TargetError(
-                f"detection {target} is out of range: this {type(explainer.model).__name__} has {count} detection "
-                f"tokens (0 to {count - 1})"
+                f"detection {target} is out of range: this {type(explainer.model).__name__} has {count} "
+                f"{'detection tokens' if not self.needs_text else 'boxes, one per patch'} (0 to {count - 1})"
             )
 
     @staticmethod
@@ -191,4 +204,72 @@ class YolosFamily:
                 float(np.clip(xs[1], 0, width)), float(np.clip(ys[1], 0, height)))
 
 
-FAMILIES = (YolosFamily(),)
+
+
+# ------------------------------------------------------------------------------ OWL-ViT
+@dataclass(frozen=True)
+class PatchDetectionLayout(DetectionLayout):
+    """``[CLS, grid patches]`` where every patch token predicts one box (OWL-ViT)."""
+
+    num_detection_tokens: int = 0
+
+    def detection_weights(self, detections: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """``(B,)`` detection (= patch) indices → ``(B, N)`` one-hot rows on those patch tokens."""
+        weights = torch.zeros(detections.shape[0], self.num_tokens, dtype=dtype, device=detections.device)
+        weights[torch.arange(detections.shape[0]), 1 + detections] = 1.0
+        return weights
+
+
+class OwlViTFamily(YolosFamily):
+    """OWL-ViT: open-vocabulary detection, one box per patch token, classes named by text queries.
+
+    ``OwlViTForObjectDetection`` runs a CLIP vision tower over ``[CLS, patches]``; the state of patch
+    token ``1 + d`` (times the class token's, then a layer norm) predicts box ``d`` and its logits
+    against every text query. ``text=["a cat", "a dog"]`` gives the queries; a detection's class is
+    the query with the highest sigmoid score, and the explained score is that query's logit at box
+    ``d``. The chain's output row is one-hot on patch token ``1 + d`` (the class token's share reaches
+    gradient methods through their gradients). ``detection=d`` ranges over the patches.
+    """
+
+    model_types = ("owlvit_vision_model",)
+    needs_text = True
+
+    def layout(self, config, image_size, held=None, inputs=None) -> PatchDetectionLayout:
+        patch_h, patch_w = _pair(config.patch_size)
+        grid = (int(image_size[0]) // patch_h, int(image_size[1]) // patch_w)
+        return PatchDetectionLayout(grid)
+
+    @staticmethod
+    def is_detector_model(model) -> bool:
+        return hasattr(model, "class_head") and hasattr(model, "box_head")
+
+    def attention_setup(self, vision_root):
+        from ..capture import find_attention_modules
+        from ..errors import UnsupportedModelError
+
+        tower = getattr(getattr(vision_root, "owlvit", None), "vision_model", None) or getattr(vision_root, "vision_model", vision_root)
+        modules = find_attention_modules(tower)
+        if not modules:
+            raise UnsupportedModelError(f"{type(vision_root).__name__} has no OWL-ViT vision attention modules")
+        return [], {}, modules
+
+    def detection_count(self, explainer) -> int:
+        model = explainer.model
+        return int(model.num_patches_height * model.num_patches_width)
+
+    @staticmethod
+    def scores(outputs) -> torch.Tensor:
+        """``(B, P, Q)`` sigmoid scores of every box against every query (padded queries score 0)."""
+        return outputs.logits.detach().float().sigmoid()
+
+    def tile_text(self, text_inputs: dict, batch: int) -> dict:
+        """The ``(Q, L)`` tokenised queries repeated for every image: ``(B·Q, L)``."""
+        return {k: v.repeat(batch, 1) for k, v in text_inputs.items()}
+
+    @staticmethod
+    def label_name(explainer, request, label: int) -> str | None:
+        texts = [request.text] if isinstance(request.text, str) else list(request.text or ())
+        return texts[label] if label < len(texts) else None
+
+
+FAMILIES = (YolosFamily(), OwlViTFamily())
