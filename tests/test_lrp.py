@@ -308,3 +308,31 @@ def test_clip_with_text_explains_the_vision_tower_only():
         forward=lambda px: model(pixel_values=px, input_ids=ids),
     )
     assert result.token_relevance.shape == (2, 17) and len(result.attentions) == 2
+
+
+def test_the_linear_rules_follow_their_definitions():
+    """Each linear rule against its textbook formula, written with loops over a mixed-sign input:
+    α1β0 gives relevance for positive contributions ``(x_j w_ij)⁺`` only (a negative input times a
+    negative weight counts, a negative input times a positive weight does not); LRP-ε divides by
+    ``z + ε·sign z`` with the bias in ``z``."""
+    from hf_vit_rollout.lrp.rules import alpha1_beta0_linear, epsilon_linear
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    weight = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    bias = torch.randn(3, generator=g, dtype=torch.float64)
+    relevance = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    z = x @ weight.T + bias
+    grad = relevance / z  # the rules take the density R_z / z
+    positive = torch.zeros_like(x)
+    epsilon = torch.zeros_like(x)
+    for b in range(2):
+        for i in range(3):
+            parts = [max(float(x[b, j] * weight[i, j]), 0.0) for j in range(5)]
+            for j in range(5):
+                positive[b, j] += parts[j] / sum(parts) * relevance[b, i]
+                epsilon[b, j] += x[b, j] * weight[i, j] / (z[b, i] + 0.1 * torch.sign(z[b, i])) * relevance[b, i]
+    (density,) = alpha1_beta0_linear(weight)(grad, z, x)
+    torch.testing.assert_close(x * density, positive)
+    (density,) = epsilon_linear(weight, 0.1)(grad, z, x)
+    torch.testing.assert_close(x * density, epsilon)

@@ -86,7 +86,9 @@ def test_start_layer_changes_product_methods(family_checkpoint, method):
     assert not np.allclose(full.token_relevance, late.token_relevance)
 
 
-def test_attnlrp_token_relevance_is_the_lrp_relevance_of_the_logit():
+def test_attnlrp_through_the_explainer_equals_the_direct_call():
+    """The explainer and :func:`attnlrp_relevance` agree (the rules themselves are checked against
+    an independent reference in ``tests/test_references.py``)."""
     explainer = RolloutExplainer.from_pretrained("demo")
     from PIL import Image
 

@@ -155,13 +155,19 @@ def test_gae_matches_chefer_update_rule():
 
 
 def test_gradients_are_paired_with_their_own_layer():
-    """Zipping forward-ordered maps with backward-ordered gradients gives a different answer."""
+    """With only layer ``l``'s gradient nonzero, every other layer's factor is the identity, so the
+    result is layer ``l``'s own factor, built here from ``A_l`` and ``∇A_l``: a gradient paired
+    with another layer's map (e.g. backward-ordered gradients zipped with forward-ordered maps)
+    gives another matrix."""
     attentions = random_attention(layers=3)
     grads = random_grads(attentions)
-    right = gradient_rollout(attentions, grads, discard_ratio=0.0)
-    reversed_pairing = gradient_rollout(attentions, grads[::-1], discard_ratio=0.0)
-    assert not torch.allclose(right, reversed_pairing, atol=1e-4)
-    assert not torch.allclose(gae(attentions, grads), gae(attentions, grads[::-1]), atol=1e-4)
+    eye = torch.eye(attentions[0].shape[-1])
+    for layer in range(3):
+        only = [g if i == layer else torch.zeros_like(g) for i, g in enumerate(grads)]
+        weighted = attentions[layer] * grads[layer]
+        torch.testing.assert_close(gae(attentions, only), eye + weighted.clamp(min=0).mean(1))
+        step = 0.5 * weighted.mean(1).clamp(min=0) + 0.5 * eye
+        torch.testing.assert_close(gradient_rollout(attentions, only, discard_ratio=0.0), step / step.sum(-1, keepdim=True))
 
 
 def test_gradient_shapes_must_match():

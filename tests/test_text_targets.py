@@ -46,19 +46,33 @@ def test_siglip_without_class_token(siglip_checkpoint, image):
     assert explainer(image, method="rollout").mask.shape == (4, 4)
 
 
-def test_text_matches_a_callable_on_the_full_model(clip_checkpoint, image):
-    explainer = RolloutExplainer.from_pretrained(clip_checkpoint, method="grad_rollout")
-    by_text = explainer(image, text="a dog")
-    tokens = explainer.tokenizer(["a dog"], padding=True, return_tensors="pt")
-    pixels = explainer.image_processor(images=[image], return_tensors="pt")["pixel_values"]
-    maps = []
-    from hf_vit_rollout.capture import AttentionCapture
+@pytest.mark.parametrize("method", ["gae", "grad_rollout"])
+def test_text_explains_the_similarity_computed_by_the_full_model(clip_checkpoint, image, method):
+    """A text target is the image-text similarity of the whole CLIP model (both towers): the map is
+    the method computed here from the vision tower's attentions (``output_attentions``) and their
+    gradients of ``logits_per_image`` (``torch.autograd.grad``), without package code."""
+    import transformers as T
 
-    # the vision tower's attention only: the text tower's layers must not be mixed in
-    with AttentionCapture(explainer.model, lambda layer, a: maps.append(a.shape), modules_root=explainer.model.vision_model):
-        explainer.model(pixel_values=pixels, **tokens)
-    assert len(maps) == 3 and all(shape[-1] == 17 for shape in maps)
-    assert by_text.token_relevance.shape == (17,)
+    explainer = RolloutExplainer.from_pretrained(clip_checkpoint, method=method)
+    by_text = explainer(image, text="a dog", discard_ratio=0.0)
+    model = T.CLIPModel.from_pretrained(clip_checkpoint, attn_implementation="eager").eval()
+    tokens = T.AutoTokenizer.from_pretrained(clip_checkpoint)(["a dog"], padding=True, return_tensors="pt")
+    pixels = T.AutoImageProcessor.from_pretrained(clip_checkpoint)(images=[image], return_tensors="pt")["pixel_values"]
+    outputs = model(pixel_values=pixels, **tokens, output_attentions=True)
+    attentions = outputs.vision_model_output.attentions
+    grads = torch.autograd.grad(outputs.logits_per_image[0, 0], attentions)
+    n = attentions[0].shape[-1]
+    eye = torch.eye(n)
+    result = eye
+    for a, g in zip(attentions, grads):
+        weighted = (a[0] * g[0]).detach()
+        if method == "gae":
+            result = result + weighted.clamp(min=0).mean(0) @ result
+        else:
+            step = 0.5 * weighted.mean(0).clamp(min=0) + 0.5 * eye
+            result = step / step.sum(-1, keepdim=True) @ result
+    assert len(attentions) == 3 and n == 17  # the vision tower's layers only, class token first
+    np.testing.assert_allclose(by_text.token_relevance, result[0].numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_rollout_without_text_runs_the_vision_tower(clip_checkpoint, image):

@@ -52,48 +52,102 @@ def swin_explainer(tmp_path_factory):
     return build
 
 
+def _fold_windows(attention, grid, window, shift):
+    """``(B, H, N, N)`` token-space map of a block's ``(B·nW, H, w², w²)`` window attention, written
+    from Swin's definition: the ``(h, w)`` grid is padded (bottom, right) to whole windows, rolled by
+    ``-shift`` on both axes and cut into windows row by row, each window's tokens row by row. Padding
+    tokens are dropped."""
+    h, w = grid
+    rows, cols = -(-h // window), -(-w // window)
+    heads = attention.shape[1]
+    batch = attention.shape[0] // (rows * cols)
+    full = torch.zeros(batch, heads, h * w, h * w, dtype=attention.dtype)
+    per_image = attention.reshape(batch, rows * cols, heads, window * window, window * window)
+    for r in range(rows):
+        for c in range(cols):
+            slots, tokens = [], []
+            for i in range(window):
+                for j in range(window):
+                    y, x = (r * window + i + shift) % (rows * window), (c * window + j + shift) % (cols * window)
+                    if y < h and x < w:
+                        slots.append(i * window + j)
+                        tokens.append(y * w + x)
+            slots, tokens = torch.tensor(slots), torch.tensor(tokens)
+            block = per_image[:, r * cols + c][:, :, slots][:, :, :, slots]
+            full[:, :, tokens[:, None], tokens[None, :]] = block
+    return full
+
+
+def _merge(grid):
+    """``(N', N)`` patch merging: merged token ``(y, x)`` is the mean of its real children ``(2y+a, 2x+b)``."""
+    h, w = grid
+    hm, wm = -(-h // 2), -(-w // 2)
+    matrix = torch.zeros(hm * wm, h * w)
+    for y in range(hm):
+        for x in range(wm):
+            children = [(2 * y + a) * w + 2 * x + b for a in (0, 1) for b in (0, 1) if 2 * y + a < h and 2 * x + b < w]
+            matrix[y * wm + x, children] = 1.0 / len(children)
+    return matrix
+
+
 def _reference(model, pixels, method, target):
-    """Relevance from attentions and gradients taken with retain_grad, paired by block, folded by hand."""
-    spec = METHODS[method]
-    blocks = find_window_blocks(model, model.config.model_type)
-    layout = WindowedLayout.from_config(model.config, tuple(pixels.shape[-2:]), block_windows(blocks))
+    """The method's relevance from the model's own window attentions (``output_attentions``, the
+    blocks' window size and shift as they ran) and their gradients, folded into token space by
+    :func:`_fold_windows` (no package code), chained block by block with the patch mergings, and
+    read out uniformly over the last stage's tokens (Swin's average pooling)."""
+    blocks = [m for m in model.modules() if hasattr(m, "shift_size") and hasattr(m, "window_size") and hasattr(m, "attention")]
     kept = []
 
     def keep(module, args, output):
         output[1].retain_grad()
-        kept.append(output[1])
+        kept.append((output[1], tuple(int(v) for v in args[1]), int(module.window_size), int(module.shift_size)))
 
     hooks = [block.register_forward_hook(keep) for block in blocks]
     saved = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
         outputs = model(pixel_values=pixels, output_attentions=True)
-        if spec.needs_gradient:
+        if method != "rollout":
             outputs.logits[:, target].sum().backward()
     finally:
         for hook in hooks:
             hook.remove()
         model.set_attn_implementation(saved)
         model.zero_grad(set_to_none=True)
-    fold = ChainFold(layout.output_weights(), "forward")
-    for step, merge in layout.merge_maps(pixels.shape[0]).items():
-        fold.add(step, merge)
-    for block, step, attention in zip(layout.blocks, layout.block_steps(), kept):
-        grad = attention.grad if spec.needs_gradient else None
-        fold.add(step, fold_layer_map(spec.layer_map, attention.detach(), grad, block, "mean", 0.0, None))
-    return layout.patch_relevance(fold.relevance(len(layout.chain_steps())))
+    result, grid = None, kept[0][1]
+    for attention, block_grid, window, shift in kept:
+        if block_grid != grid:  # a patch merging ran before this block
+            result = _merge(grid) @ result
+            grid = block_grid
+        A = _fold_windows(attention.detach(), grid, window, shift)
+        eye = torch.eye(A.shape[-1])
+        if method == "rollout":
+            step = 0.5 * A.mean(1) + 0.5 * eye
+            step = step / step.sum(-1, keepdim=True)
+        else:
+            G = _fold_windows(attention.grad, grid, window, shift)
+            if method == "gae":
+                step = (G * A).clamp(min=0).mean(1) + eye
+            else:  # grad_rollout: norm(0.5·max(mean_h(A ⊙ ∇A), 0) + 0.5·I)
+                step = 0.5 * (G * A).mean(1).clamp(min=0) + 0.5 * eye
+                step = step / step.sum(-1, keepdim=True)
+        result = step if result is None else step @ result
+    weights = torch.full((result.shape[-2],), 1.0 / result.shape[-2])
+    first = kept[0][1]
+    return (weights @ result).reshape(-1, *first)
 
 
 @pytest.mark.parametrize(
     "family,method",
     [("swin", "rollout"), ("swin", "grad_rollout"), ("swin", "gae"), ("swinv2", "gae"), ("donut-swin", "rollout")],
 )
-def test_explainer_equals_a_hand_folded_reference(swin_explainer, family, method):
+@pytest.mark.parametrize("size", [SIZE, (26, 34)])  # first grids 14 × 18 and 13 × 17 (odd: merged with padding)
+def test_explainer_equals_a_reference_folded_from_the_models_window_attention(swin_explainer, family, method, size):
     explainer = swin_explainer(family)
-    pixels = torch.randn(2, 3, *SIZE)
+    pixels = torch.randn(2, 3, *size)
     target = 1 if METHODS[method].needs_gradient else None
     relevance = explainer.relevance_maps(pixels, target, method=method, discard_ratio=0.0)
-    assert relevance.shape == (2, 14, 18)
+    assert relevance.shape == (2, size[0] // 2, size[1] // 2)
     torch.testing.assert_close(relevance, _reference(explainer.model, pixels, method, 1), rtol=1e-4, atol=1e-6)
 
 

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import torch
 
 from . import stages
-from .errors import TargetError, UnsupportedModelError
+from .capture import refuse_inside_target
+from .errors import ExplanationWarning, TargetError, UnsupportedModelError
 from .families import family_for
 from .explanation import Explanation
 from .images import image_sources
@@ -31,7 +32,7 @@ from .loading import (
 )
 from .request import ExplainRequest, check_count, check_device, check_megabytes
 from .tokens import TokenLayout, _pair, _vision_config, layout_from_config
-from .window_capture import attention_setup, block_windows
+from .window_capture import attention_setup, held_windows, kept_window_geometry
 from .window_layout import WindowedLayout
 
 logger = logging.getLogger(__name__)
@@ -288,10 +289,18 @@ class RolloutExplainer:
     # ------------------------------------------------------------------ the model, for the stages
     def layout(self, input_size: tuple[int, int], inputs: dict | None = None) -> TokenLayout | WindowedLayout:
         """Token layout for a ``(height, width)`` model input (windowed models: from the windows
-        their blocks hold now, which an earlier call outside the explainer may have clamped;
+        their blocks hold between calls, which an earlier call outside the explainer may have clamped;
         SigLIP 2: from ``inputs``, the batch's spatial shapes)."""
-        held = block_windows(self.window_blocks) if self.window_blocks else None
+        held = held_windows(self.window_blocks) if self.window_blocks else None
         return layout_from_config(self.model.config, input_size, held, inputs)
+
+    def windows_for(self, input_size: tuple[int, int]):
+        """Context for forward passes of ``(height, width)`` inputs: a windowed model's blocks run
+        with this size's window geometry, shared only with calls that clamp them alike and restored
+        afterwards (:func:`~hf_vit_rollout.window_capture.kept_window_geometry`); a no-op otherwise."""
+        if not self.window_blocks:
+            return kept_window_geometry([])
+        return kept_window_geometry(self.window_blocks, self.layout(input_size).geometry())
 
     def on_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` on the model's device, in its parameters' dtype."""
@@ -345,7 +354,7 @@ class RolloutExplainer:
         texts = [text] if isinstance(text, str) else list(text)  # a list: an open-vocabulary detector's queries
         length = max(len(self.tokenizer(t)["input_ids"]) for t in texts)
         if length > limit:
-            warnings.warn(f"text= has {length} tokens; the model takes {limit}, so it was truncated", stacklevel=3)
+            warnings.warn(f"text= has {length} tokens; the model takes {limit}, so it was truncated", ExplanationWarning, stacklevel=3)
         return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt"))
 
     # ------------------------------------------------------------------ entry points
@@ -413,15 +422,26 @@ class RolloutExplainer:
 
         Raises:
             TargetError: the model has no classifier head.
+            NonFiniteError: the model's logits are NaN or infinite.
         """
         if not self.num_labels:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
+        refuse_inside_target("predict()")
         sources, _ = self._sources(images)
         prepared = [stages.preprocess(self, s, where=f"images[{i}]") for i, s in enumerate(sources)]
-        pixel_values = torch.stack([p.pixel_values for p in prepared])
-        with torch.no_grad():
-            logits = self.logits_of(self.run_model(self.on_model(pixel_values), inputs=stages.batch_inputs(prepared))).float()
-        return self.probabilities(logits)
+        sizes: dict[tuple, list[int]] = {}
+        for i, p in enumerate(prepared):
+            sizes.setdefault(tuple(p.pixel_values.shape), []).append(i)
+        rows: list = [None] * len(prepared)
+        for members in sizes.values():  # one forward pass per input size
+            group = [prepared[i] for i in members]
+            pixel_values = torch.stack([p.pixel_values for p in group])
+            with self.windows_for(tuple(pixel_values.shape[-2:])), torch.no_grad():
+                logits = self.logits_of(self.run_model(self.on_model(pixel_values), inputs=stages.batch_inputs(group))).float()
+            stages.check_finite(logits, "model outputs", members)
+            for i, row in zip(members, logits):
+                rows[i] = row
+        return self.probabilities(torch.stack(rows))
 
     def relevance_maps(self, pixel_values: torch.Tensor, target=None, **settings) -> torch.Tensor:
         """Patch relevance for already-preprocessed inputs (no image loading, no upsampling).
