@@ -318,11 +318,12 @@ def test_pipeline_and_cli_give_the_explainer_result(saved, name, tmp_path):
     from hf_vit_rollout.pipeline import pipeline
 
     image = np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    direct = RolloutExplainer.from_pretrained(saved(name))(image)
-    result = pipeline(model=saved(name))(Image.fromarray(image))
+    direct = RolloutExplainer.from_pretrained(saved(name))(image, discard_ratio=0.0)
+    assert direct.mask.max() == pytest.approx(1.0)
+    result = pipeline(model=saved(name), discard_ratio=0.0)(Image.fromarray(image))
     np.testing.assert_allclose(result["explanation"].mask, direct.mask, rtol=1e-5)
     path = tmp_path / "picture.png"
     Image.fromarray(image).save(path)
-    assert main([str(path), "--model", saved(name), "--save-maps", "--out", str(tmp_path / "out")]) == 0
+    assert main([str(path), "--model", saved(name), "--discard-ratio", "0", "--save-maps", "--out", str(tmp_path / "out")]) == 0
     (saved_map,) = (tmp_path / "out").glob("*.npy")
     np.testing.assert_allclose(np.load(saved_map), direct.heatmap, rtol=1e-5, atol=1e-6)

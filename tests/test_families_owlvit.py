@@ -92,6 +92,8 @@ def test_queries_are_required_and_boxes_are_range_checked(folder):
         explainer(image, method="gae", detection=1)
     with pytest.raises(TargetError, match=r"detection 16 is out of range: this OwlViTForObjectDetection has 16 boxes, one per patch \(0 to 15\)"):
         explainer(image, method="gae", text=QUERIES, detection=16)
+    rollout = explainer(image, method="rollout", text=["a cat"])  # the most confident box, class-agnostic
+    assert rollout.detection is not None and rollout.label == "a cat"
     before = [(m.config._attn_implementation if hasattr(m, "config") else None, m.training) for m in explainer.model.modules()]
     explainer(image, method="gae", text=QUERIES, detection=0)
     assert [(m.config._attn_implementation if hasattr(m, "config") else None, m.training) for m in explainer.model.modules()] == before

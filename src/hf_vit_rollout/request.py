@@ -211,7 +211,8 @@ class ExplainRequest:
             not isinstance(texts, tuple) or not texts or not all(isinstance(t, str) and t.strip() for t in texts)
         ):
             raise TargetError(f"text must be a non-empty string (or, for an open-vocabulary detector, a list of them), got {self.text!r}")
-        if wanted and wanted[0] not in ("detection", "min_score", "region") and not spec.needs_gradient and not self._only_predicted():
+        queries = wanted == ["text"] and isinstance(self.text, tuple)  # an open-vocabulary detector's queries
+        if wanted and not queries and wanted[0] not in ("detection", "min_score", "region") and not spec.needs_gradient and not self._only_predicted():
             gradient_methods = [name for name, s in METHODS.items() if s.needs_gradient]
             raise TargetError(
                 f"method {spec.name!r} is class-agnostic and takes no {wanted[0]}; to explain a class or a text "
