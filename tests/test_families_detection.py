@@ -197,3 +197,23 @@ def test_pipeline_and_cli_explain_detections(folder, tmp_path, capsys):
     assert written == sorted(f"street_gae_mean_0_det{e.detection}_{e.target}.png" for e in direct)
     assert main([str(image), "--model", folder, "--detection", "9", "--out", str(tmp_path / "out2")]) != 0
     assert "detection 9 is out of range" in capsys.readouterr().err
+
+
+def test_a_detection_explanation_saves_and_loads_equal(folder, tmp_path):
+    from hf_vit_rollout import Explanation
+
+    explanation = RolloutExplainer.from_pretrained(folder)(_images()[0], method="gae", detection=2)
+    again = Explanation.load(explanation.save(tmp_path / "saved"))
+    assert again == explanation
+    assert again.detection == 2 and again.box == explanation.box and isinstance(again.box, tuple)
+    assert "detection=2" in repr(explanation) and "detection 2" in explanation.title
+
+
+def test_supported_model_types_name_the_new_families():
+    from hf_vit_rollout.tokens import supported_model_types
+
+    types = supported_model_types()
+    for name in ("data2vec-vision", "vit_mae", "vitdet", "siglip2_vision_model", "yolos", "owlvit_vision_model",
+                 "videomae", "vivit", "dpt", "depth_anything"):
+        assert name in types
+    assert "hiera" not in types and "timm_wrapper" not in types
