@@ -217,3 +217,17 @@ def test_supported_model_types_name_the_new_families():
                  "videomae", "vivit", "dpt", "depth_anything"):
         assert name in types
     assert "hiera" not in types and "timm_wrapper" not in types
+
+
+def test_one_detection_per_image(folder):
+    explainer = RolloutExplainer.from_pretrained(folder)
+    images = _images()
+    found = explainer(images, method="gae", detection=[4, 0, 2])
+    assert [e.detection for e in found] == [4, 0, 2]
+    for image, exp in zip(images, found):
+        alone = explainer(image, method="gae", detection=exp.detection)
+        np.testing.assert_allclose(alone.token_relevance, exp.token_relevance, rtol=1e-5, atol=1e-7)
+    with pytest.raises(TargetError, match="got 2 detections for 3 images"):
+        explainer(images, detection=[1, 2])
+    with pytest.raises(TargetError, match=r"detection 5 is out of range"):
+        explainer(images, detection=[1, 2, 5])

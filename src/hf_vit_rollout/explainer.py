@@ -386,6 +386,10 @@ class RolloutExplainer:
         """Explanations of ``sources`` one by one, decoding a batch at a time (memory stays flat)."""
         if request.targets_per_image and len(request.target) != len(sources):
             raise TargetError(f"got {len(request.target)} targets for {len(sources)} images; pass one target, or one per image")
+        if isinstance(request.detection, tuple) and len(request.detection) != len(sources):
+            raise TargetError(
+                f"got {len(request.detection)} detections for {len(sources)} images; pass one detection, or one per image"
+            )
         text_inputs = None if request.text is None else self.text_inputs(request.text)
         bar = None
         if request.progress and len(sources) > 1:
@@ -412,6 +416,8 @@ class RolloutExplainer:
 
     @staticmethod
     def _target_of(request: ExplainRequest, index: int):
+        if isinstance(request.detection, tuple):  # a detector's per-image detections
+            return request.detection[index]
         if request.targets_per_image:
             return request.target[index]
         return None if request.callable_target is not None else request.target

@@ -133,8 +133,8 @@ class ExplainRequest:
         start_layer: product methods (``rollout``, ``grad_rollout``, ``gae``,
             ``transformer_attribution``): the first layer multiplied in; ``legrad``: the first layer
             added up (default 0).
-        detection: detection models (YOLOS): the index of the detection token to explain (its
-            predicted class's logit); default the most confident detection.
+        detection: detection models (YOLOS, OWL-ViT): the index of the detection to explain (its
+            predicted class's logit), or a tuple with one per image; default the most confident one.
         min_score: detection models: explain every detection whose class probability is at least
             this (in ``[0, 1]``), one explanation each. Both work with every method (rollout reads
             the detection token's row).
@@ -175,9 +175,14 @@ class ExplainRequest:
                     raise ValueError(f"{name} must be an integer (negative counts from the end), got {value!r}")
                 object.__setattr__(self, name, int(value))
         if self.detection is not None:
-            if not isinstance(self.detection, numbers.Integral) or isinstance(self.detection, (bool, np.bool_)):
-                raise TargetError(f"detection must be the index of a detection token (an integer), got {self.detection!r}")
-            object.__setattr__(self, "detection", int(self.detection))
+            values = self.detection.tolist() if hasattr(self.detection, "tolist") else self.detection
+            many = isinstance(values, (list, tuple))
+            for value in values if many else [values]:
+                if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+                    raise TargetError(
+                        f"detection must be the index of a detection (an integer), or a list with one per image; got {self.detection!r}"
+                    )
+            object.__setattr__(self, "detection", tuple(int(v) for v in values) if many else int(values))
         if self.min_score is not None:
             if not _is_number(self.min_score) or not 0.0 <= self.min_score <= 1.0:
                 raise TargetError(f"min_score must be a probability in [0, 1], got {self.min_score!r}")

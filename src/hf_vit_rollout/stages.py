@@ -154,7 +154,9 @@ def _detections(explainer, outputs, batch: list[PreparedImage], request: Explain
     with fewer detections repeats a filler (its first, or detection 0) whose ``explained`` entry is
     ``None``, dropped in ``postprocess``. Each rank's score is the logit of the detection's class.
     """
-    chosen = explainer.family.choose(outputs, [request.detection] * len(batch), request.min_score)
+    per_image = isinstance(request.detection, tuple)  # one per image: it rides with its image as its target
+    wanted = [p.target if per_image else request.detection for p in batch]
+    chosen = explainer.family.choose(outputs, wanted, request.min_score)
     ranks = []
     rows = torch.arange(len(batch), device=outputs.logits.device)
     for rank in range(max((len(c) for c in chosen), default=0)):

@@ -153,6 +153,10 @@ class YolosFamily:
     def check_target(self, explainer, target) -> None:
         """A detection index in range (``None``: the most confident detection)."""
         count = self.detection_count(explainer)
+        if isinstance(target, tuple):
+            for one in target:
+                self.check_target(explainer, one)
+            return
         if target is None:
             return
         if not isinstance(target, numbers.Integral) or isinstance(target, bool):
