@@ -16,6 +16,7 @@ Usage::
     python scripts/mutation.py --list                # the mutants, without running anything
     python scripts/mutation.py --out mutation.json   # also write every result as JSON
     python scripts/mutation.py --survivors mutation.json   # only the earlier run's survivors again
+    python scripts/mutation.py --survivors mutation.json --status timeout --timeout 300
 
 Error messages, log calls, docstrings and annotations are not mutated: a change there cannot move a map.
 """
@@ -243,6 +244,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sample", type=int, help="run at most this many mutants per module, drawn at random")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample's draw")
     parser.add_argument("--survivors", help="run only the mutants that survived in this earlier --out file")
+    parser.add_argument("--status", default="survived",
+                        help="with --survivors: the earlier statuses to run again, comma-separated (e.g. survived,timeout)")
     args = parser.parse_args(argv)
     modules = args.module or list(TARGETS)
     for module in modules:
