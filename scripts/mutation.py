@@ -51,7 +51,7 @@ TARGETS: dict[str, list[str]] = {
     "methods/legrad.py": ["tests/test_methods.py", "tests/test_references.py", "tests/test_legrad.py"],
     "methods/flow.py": ["tests/test_flow.py", "tests/test_properties.py"],
     "methods/_flow_kernel.py": ["tests/test_flow.py"],
-    "lrp/rules.py": ["tests/test_lrp.py", "tests/test_references.py", "tests/test_transformer_attribution.py",
+    "lrp/rules.py": ["tests/test_references.py", "tests/test_lrp.py", "tests/test_transformer_attribution.py",
                      "tests/test_cp_lrp.py", "tests/test_libragrad.py"],
     "stages.py": ["tests/test_references.py", "tests/test_explainer.py", "tests/test_lrp_explainer.py",
                   "tests/test_text_targets.py", "tests/test_legrad.py", "tests/test_window_capture.py"],

@@ -336,6 +336,13 @@ def test_the_linear_rules_follow_their_definitions():
     torch.testing.assert_close(x * density, positive)
     (density,) = epsilon_linear(weight, 0.1)(grad, z, x)
     torch.testing.assert_close(x * density, epsilon)
+    # ε = 0 is LRP-0: the gradient, and nothing through an output that is exactly 0
+    z0 = x @ weight.T
+    z0[0, 1] = 0.0
+    (density,) = epsilon_linear(weight, 0.0)(relevance, z0, x)
+    expected = relevance.clone()
+    expected[0, 1] = 0.0
+    torch.testing.assert_close(density, expected @ weight)
 
 
 def test_a_score_of_exactly_zero_has_zero_relevance(demo):
