@@ -324,8 +324,6 @@ def test_a_processor_without_resizing_gives_masks_of_each_images_grid(checkpoint
         np.testing.assert_array_equal(mask, explainer(image).mask)
 
 
-@pytest.mark.xfail(strict=True, reason="explainer batching (reliability, issue 20): images of different sizes in one batch with a "
-                   "processor that does not resize fail with torch's 'stack expects each tensor to be equal size'")
 def test_images_of_different_sizes_share_a_batch_with_a_processor_that_does_not_resize(checkpoint):
     import transformers
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from .capture import AttentionCapture, CaptureError
-from .errors import InputError, TargetError, UnsupportedModelError
+from .errors import ExplanationWarning, InputError, NonFiniteError, TargetError, UnsupportedModelError
 from .evaluation import EvaluationReport, evaluate
 from .explainer import RolloutExplainer
 from .explanation import Explanation
@@ -69,7 +69,9 @@ __all__ = [
     "ExplainRequest",
     "Explanation",
     "HEATMAP_MAX_PIXELS",
+    "ExplanationWarning",
     "InputError",
+    "NonFiniteError",
     "RolloutExplainer",
     "TargetError",
     "TokenLayout",

@@ -196,6 +196,31 @@ def subtitle() -> str:
     return f"Heat-maps of where a Hugging Face Vision Transformer looked, with any of {len(METHODS)} methods: {names}."
 
 
+def image_input(**kwargs):
+    """The upload box: a ``gr.Image`` (PIL) whose upload a visitor is told about when it is not an image.
+
+    Gradio decodes an upload before the app's function runs; a text file or a truncated picture
+    would otherwise end in Gradio's generic "has raised an exception" message.
+    """
+    import gradio as gr
+    from PIL import UnidentifiedImageError
+
+    class ImageUpload(gr.Image):
+        is_template = True  # drawn by the frontend as its base class, a plain image box
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error:
+                raise
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+                name = getattr(payload, "orig_name", None) or "the upload"
+                reason = "is not an image file" if isinstance(exc, UnidentifiedImageError) else f"could not be decoded ({exc})"
+                raise gr.Error(f"{name} {reason}; upload a PNG, JPEG, WebP, BMP or TIFF picture.") from None
+
+    return ImageUpload(type="pil", **kwargs)
+
+
 def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int = CONCURRENCY, max_queue: int = MAX_QUEUE):
     """The Gradio ``Blocks`` app, its queue configured (``launch`` it with :func:`launch_kwargs`)."""
     import gradio as gr
@@ -209,7 +234,7 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
         gr.Markdown(f"# Where did the Vision Transformer look?\n{subtitle()}")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", label="image", elem_id="input-image", height=320)
+                image = image_input(label="image", elem_id="input-image", height=320)
                 label = "model" + (" (or type a Hub id)" if allow_any_model else "")
                 model_box = gr.Dropdown(list(models), value=models[0], label=label, elem_id="model", allow_custom_value=allow_any_model)
                 method = gr.Dropdown(list(METHODS), value="rollout", label="method", elem_id="method")

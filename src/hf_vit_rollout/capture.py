@@ -30,10 +30,11 @@ to attention are taken by the caller with ``torch.autograd.grad``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -137,10 +138,34 @@ def set_attention_function(function: Callable | None) -> Callable | None:
     return previous
 
 
+@contextlib.contextmanager
+def running_target() -> Iterator[None]:
+    """While a callable target runs in this thread: forward passes of the captured model are refused
+    (:func:`refuse_inside_target`), since they would be recorded into the call that asked for the target."""
+    _local.target_depth = getattr(_local, "target_depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.target_depth -= 1
+
+
+def refuse_inside_target(what: str) -> None:
+    """Raise :class:`~hf_vit_rollout.TargetError` if this thread is inside a callable target."""
+    if getattr(_local, "target_depth", 0):
+        from .errors import TargetError
+
+        raise TargetError(
+            f"the callable target ran {what} while it was being explained; that pass would be mixed into the "
+            "explanation. A target must compute its scores from the outputs it is given; call the model or "
+            "predict() before or after the explainer call"
+        )
+
+
 def _dispatch_attention(module, query, key, value, attention_mask, **kwargs):
     """The registered attention function: eager and recorded for a capturing thread, else the original."""
     for recorder in reversed(_active_recorders()):
         if id(module) in recorder.module_ids:
+            refuse_inside_target("the model again")
             function = getattr(_local, "attention_function", None) or _eager_function(module)
             outputs, weights = function(module, query, key, value, attention_mask, **kwargs)
             recorder.record(module, weights)
@@ -273,6 +298,7 @@ class AttentionCapture:
         def hook(module, args, output):
             if threading.get_ident() != self._thread:
                 return
+            refuse_inside_target("the model again")
             weights = output[index] if isinstance(output, (tuple, list)) and len(output) > index else None
             self.record(module, weights)
 

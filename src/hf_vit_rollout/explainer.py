@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import torch
 
 from . import stages
-from .errors import TargetError, UnsupportedModelError
+from .capture import refuse_inside_target
+from .errors import ExplanationWarning, TargetError, UnsupportedModelError
 from .explanation import Explanation
 from .images import image_sources
 from .labels import label_index
@@ -30,7 +31,7 @@ from .loading import (
 )
 from .request import ExplainRequest, check_count, check_device, check_megabytes
 from .tokens import TokenLayout, _pair, _vision_config, layout_from_config
-from .window_capture import attention_setup, block_windows
+from .window_capture import attention_setup, held_windows, kept_window_geometry
 from .window_layout import WindowedLayout
 
 logger = logging.getLogger(__name__)
@@ -243,9 +244,17 @@ class RolloutExplainer:
     # ------------------------------------------------------------------ the model, for the stages
     def layout(self, input_size: tuple[int, int]) -> TokenLayout | WindowedLayout:
         """Token layout for a ``(height, width)`` model input (windowed models: from the windows
-        their blocks hold now, which an earlier call outside the explainer may have clamped)."""
-        held = block_windows(self.window_blocks) if self.window_blocks else None
+        their blocks hold between calls, which an earlier call outside the explainer may have clamped)."""
+        held = held_windows(self.window_blocks) if self.window_blocks else None
         return layout_from_config(self.model.config, input_size, held)
+
+    def windows_for(self, input_size: tuple[int, int]):
+        """Context for forward passes of ``(height, width)`` inputs: a windowed model's blocks run
+        with this size's window geometry, shared only with calls that clamp them alike and restored
+        afterwards (:func:`~hf_vit_rollout.window_capture.kept_window_geometry`); a no-op otherwise."""
+        if not self.window_blocks:
+            return kept_window_geometry([])
+        return kept_window_geometry(self.window_blocks, self.layout(input_size).geometry())
 
     def on_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` on the model's device, in its parameters' dtype."""
@@ -291,7 +300,7 @@ class RolloutExplainer:
         limit = min(limit or 10**9, getattr(self.tokenizer, "model_max_length", None) or 10**9)
         length = len(self.tokenizer(text)["input_ids"])
         if length > limit:
-            warnings.warn(f"text= has {length} tokens; the model takes {limit}, so it was truncated", stacklevel=3)
+            warnings.warn(f"text= has {length} tokens; the model takes {limit}, so it was truncated", ExplanationWarning, stacklevel=3)
         return dict(self.tokenizer([text], padding=True, truncation=True, max_length=limit, return_tensors="pt"))
 
     # ------------------------------------------------------------------ entry points
@@ -354,14 +363,25 @@ class RolloutExplainer:
 
         Raises:
             TargetError: the model has no classifier head.
+            NonFiniteError: the model's logits are NaN or infinite.
         """
         if not self.num_labels:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
+        refuse_inside_target("predict()")
         sources, _ = image_sources(images)
-        pixel_values = torch.stack([stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)])
-        with torch.no_grad():
-            logits = self.logits_of(self.run_model(self.on_model(pixel_values))).float()
-        return self.probabilities(logits)
+        inputs = [stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)]
+        sizes: dict[tuple, list[int]] = {}
+        for i, x in enumerate(inputs):
+            sizes.setdefault(tuple(x.shape), []).append(i)
+        rows: list = [None] * len(inputs)
+        for members in sizes.values():  # one forward pass per input size
+            pixel_values = torch.stack([inputs[i] for i in members])
+            with self.windows_for(tuple(pixel_values.shape[-2:])), torch.no_grad():
+                logits = self.logits_of(self.run_model(self.on_model(pixel_values))).float()
+            stages.check_finite(logits, "model outputs", members)
+            for i, row in zip(members, logits):
+                rows[i] = row
+        return self.probabilities(torch.stack(rows))
 
     def relevance_maps(self, pixel_values: torch.Tensor, target=None, **settings) -> torch.Tensor:
         """Patch relevance for already-preprocessed inputs (no image loading, no upsampling).

@@ -54,7 +54,7 @@ def _check_size(width: int, height: int, where: str) -> None:
         )
 
 
-def _open_bytes(data: bytes | str | os.PathLike, where: str) -> Image.Image:
+def _open_bytes(data: bytes | str | os.PathLike, where: str, not_image: str | None = None) -> Image.Image:
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
         with warnings.catch_warnings():
@@ -66,7 +66,7 @@ def _open_bytes(data: bytes | str | os.PathLike, where: str) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{where} is too large to decode safely (decompression-bomb guard): {exc}") from None
     except UnidentifiedImageError:
-        raise InputError(f"{where} is not an image file PIL can read (PNG, JPEG, TIFF, BMP, WebP, ...)") from None
+        raise InputError(not_image or f"{where} is not an image file PIL can read (PNG, JPEG, TIFF, BMP, WebP, ...)") from None
     except OSError as exc:
         raise InputError(f"{where} could not be decoded; the file is truncated or corrupt ({exc})") from None
 
@@ -227,6 +227,36 @@ def load_image(image, where: str = "image") -> Image.Image:
     raise InputError(
         f"{where} is a {_describe(image)}; pass a file path, PIL.Image, numpy (H, W, C) array or torch (C, H, W) tensor"
     )
+
+
+def decode_image(value, where: str, dtype=None) -> Image.Image:
+    """One image as ``evaluate`` and ``explain_dataset`` take it → RGB ``PIL.Image`` (the explainer's rule for pixels and orientation).
+
+    Everything :func:`load_image` takes, and what a data-set cell may hold besides: a ``PIL.Image`` (``Image()`` feature), a ``{"bytes", "path"}`` dict
+    (``Image(decode=False)``), raw bytes, a path or URL, a numpy array or torch tensor, or nested
+    lists (``Array3D`` and ``List`` features in the default format), read as an array of ``dtype``.
+
+    Raises:
+        InputError: an empty cell or one that holds no image, naming ``where``.
+        FileNotFoundError: a path that does not exist.
+    """
+    if value is None:
+        raise InputError(f"{where} is empty (None); every row needs an image")
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is None and not path:
+            raise InputError(f"{where} is a dict without image bytes or a path ({', '.join(map(repr, value))})")
+        value = data if data is not None else path
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        not_image = f"{where} holds {len(data)} bytes that are not an image file PIL can read"
+        return _to_rgb(_open_bytes(data, where, not_image), where)
+    elif isinstance(value, (list, tuple)):
+        try:
+            value = np.asarray(value, dtype=dtype)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{where} is a nested list that is not a regular (H, W[, C]) array of numbers: {exc}") from None
+    return load_image(value, where)
 
 
 def _is_tensor(obj) -> bool:

@@ -105,10 +105,22 @@ def patches_to_pixels(chosen: np.ndarray, patch_size: tuple[int, int], size: tup
     return torch.nn.functional.pad(pixels, (0, width - pixels.shape[2], 0, height - pixels.shape[1]))
 
 
+#: Most steps a deletion/insertion curve may take: each step is one forward pass per image (and one
+#: ``(C, H, W)`` frame held per step); more steps than an image has patches only repeat frames.
+MAX_STEPS = 1024
+
+
 def step_counts(num_patches: int, steps: int) -> list[int]:
-    """Patches changed after each of ``steps`` equal steps: ``[0, ..., num_patches]`` (``steps + 1`` values)."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    """Patches changed after each of ``steps`` equal steps: ``[0, ..., num_patches]`` (``steps + 1`` values).
+
+    Raises:
+        ValueError: ``steps`` is not an integer in ``[1, MAX_STEPS]``.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
+        raise ValueError(
+            f"steps must be an integer from 1 to {MAX_STEPS} (each step is one forward pass per image, and steps "
+            f"beyond the number of patches only repeat frames), got {steps!r}"
+        )
     return [int(round(step * num_patches / steps)) for step in range(steps + 1)]
 
 

@@ -143,7 +143,9 @@ class ViTExplanationPipeline(Pipeline):
             _refuse_dict(item, "an input")
             image, target = item, None if request.callable_target is not None else request.target
         prepared = stages.preprocess(self.explainer, image, target)
-        return {"pixel_values": prepared.pixel_values[None].to(self.dtype), "prepared": [prepared]}
+        # only the prepared image: transformers' collate would concatenate pixel values, which fails
+        # for inputs of several sizes; the stages stack them per size themselves
+        return {"prepared": [prepared]}
 
     def _forward(self, model_inputs, request: ExplainRequest):
         batch = [p for group in model_inputs["prepared"] for p in (group if isinstance(group, list) else [group])]

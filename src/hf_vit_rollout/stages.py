@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .capture import AttentionCapture, CaptureError
-from .errors import TargetError
+from .capture import AttentionCapture, CaptureError, refuse_inside_target, running_target
+from .errors import ExplanationWarning, NonFiniteError, TargetError
 from .explanation import Explanation
 from .images import load_image
 from .lrp import RULE_SETS, RelevanceContext
@@ -35,7 +36,6 @@ from .methods.chain import ChainFold
 from .placement import Placement, shrink_for_processor
 from .readout import LayerReadout, readout_layers
 from .request import ExplainRequest
-from .window_capture import kept_window_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ def _check_scores(scores, batch: int) -> torch.Tensor:
         raise TargetError(f"a callable target must return a ({batch},) tensor of scores, one per image, got {shape}")
     if not scores.is_floating_point():
         raise TargetError(f"a callable target must return floating-point scores, got dtype {scores.dtype}")
+    if not torch.isfinite(scores.detach()).all():  # the outputs it was given were finite (checked first)
+        raise TargetError(
+            "the callable target's scores are NaN or infinite, though the model outputs it was given are finite; "
+            "there is no gradient to explain"
+        )
     if not scores.requires_grad:
         raise TargetError(
             "the callable target's scores carry no gradient: compute them from the model outputs it is given, "
@@ -106,7 +111,9 @@ def _objectives(explainer, outputs, batch: list[PreparedImage], request: Explain
     """
     count = len(batch)
     if request.callable_target is not None:
-        return [(_check_scores(request.callable_target(outputs), stacked * count), [None] * count)]
+        with running_target():
+            scores = request.callable_target(outputs)
+        return [(_check_scores(scores, stacked * count), [None] * count)]
     if request.text is not None:
         return [(outputs.logits_per_image[:, 0], [None] * count)]
     logits = explainer.logits_of(outputs)
@@ -123,12 +130,38 @@ def _objectives(explainer, outputs, batch: list[PreparedImage], request: Explain
     return [(layers.gather(2, index[None, :, None].expand(stacked, -1, 1)).reshape(-1), chosen)]
 
 
-def _check_finite(scores: torch.Tensor) -> None:
-    bad = (~torch.isfinite(scores.detach())).nonzero().flatten().tolist()
+def _output_numbers(explainer, outputs) -> torch.Tensor | None:
+    """The tensor of ``outputs`` whose rows are the images' results: the logits (``logits_per_image``
+    for image-text models), else the pooled or last hidden state of a backbone."""
+    for name in ("logits", "logits_per_image", "pooler_output", "last_hidden_state"):
+        value = getattr(outputs, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    return None
+
+
+def check_finite(values: torch.Tensor | None, what: str, positions: list[int], stacked: int = 1) -> None:
+    """Refuse NaN or infinite numbers in a pass: the one check every stage's numbers go through.
+
+    Args:
+        values: ``(S·B, ...)`` rows per image (``S`` read-out layers stacked layer-major), or ``None``.
+        what: what they are, for the message (``"model outputs"``, ``"explained scores"``, ``"relevance"``).
+        positions: each of the ``B`` images' position in the call's input.
+
+    Raises:
+        NonFiniteError: naming the images whose rows hold NaN or infinity.
+    """
+    if values is None:
+        return
+    count = len(positions)
+    rows = values.detach().reshape(stacked, count, -1)
+    bad = (~torch.isfinite(rows)).any(-1).any(0).nonzero().flatten().tolist()
     if bad:
-        raise TargetError(
-            f"the explained score is NaN or infinite for image(s) {bad}; there is no gradient to explain. "
-            "Check the inputs and the model (or the callable target) for non-finite values"
+        shown = [positions[i] for i in bad]
+        raise NonFiniteError(
+            f"the {what} are NaN or infinite for image(s) {shown}, so there is no map to show. Check the model "
+            "(its weights, dtype: float16 overflows easily) and the inputs for non-finite values",
+            shown,
         )
 
 
@@ -290,15 +323,48 @@ def _pass_context(explainer, spec, layout):
     return nullcontext()
 
 
-def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs: dict | None = None) -> list[ImagePass]:
-    """One forward pass for ``batch`` under capture, plus the backward passes the method needs per rank."""
+def forward(
+    explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs: dict | None = None, positions: list[int] | None = None
+) -> list[ImagePass]:
+    """Forward passes for ``batch`` under capture, plus the backward passes the method needs per rank:
+    one pass per input size (a processor that does not resize gives several), results in batch order.
+
+    ``positions``: each image's position in the caller's input, for error messages (default ``0..B-1``).
+
+    Raises:
+        NonFiniteError: the model's outputs, the explained scores or the relevance hold NaN or infinity.
+        RuntimeError: a method that needs gradients under ``torch.inference_mode()``.
+    """
+    positions = list(range(len(batch))) if positions is None else positions
+    refuse_inside_target("another explanation")
+    if request.spec.needs_gradient and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"method {request.method!r} takes gradients, which torch.inference_mode() forbids; call the explainer "
+            "outside inference_mode (it needs no torch.no_grad() either: it never changes the model's weights), "
+            "or use a method without gradients (rollout, attention, flow)"
+        )
+    sizes: dict[tuple, list[int]] = {}
+    for i, prepared in enumerate(batch):
+        sizes.setdefault(tuple(prepared.pixel_values.shape), []).append(i)
+    if len(sizes) == 1:
+        return _forward_one_size(explainer, batch, request, text_inputs, positions)
+    passes: list = [None] * len(batch)
+    for members in sizes.values():
+        group = _forward_one_size(explainer, [batch[i] for i in members], request, text_inputs, [positions[i] for i in members])
+        for i, passed in zip(members, group):
+            passes[i] = passed
+    return passes
+
+
+def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs, positions: list[int]) -> list[ImagePass]:
+    """:func:`forward` for images of one input size: one forward pass."""
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
     layout = explainer.layout(tuple(pixel_values.shape[-2:]))
     weights = layout.output_weights(device=pixel_values.device)
     folds = _Folds(layout, request, weights, explainer.rollout_buffer_mib, len(batch), explainer.num_layers)
     needs_gradient = request.spec.needs_gradient
     capture = AttentionCapture(explainer.model, folds.on_attention, explainer.vision_root, explainer.attention_modules)
-    with kept_window_geometry(explainer.window_blocks), capture, _pass_context(explainer, request.spec, layout) as added:
+    with explainer.windows_for(tuple(pixel_values.shape[-2:])), capture, _pass_context(explainer, request.spec, layout) as added:
         folds.relevance_context = added if isinstance(added, RelevanceContext) else None
         folds.readout = added if isinstance(added, LayerReadout) else None
         stacked = 1 if folds.readout is None else folds.readout.count
@@ -307,10 +373,11 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
                 pixel_values = pixel_values.detach().requires_grad_(True)
             try:
                 outputs = explainer.run_model(pixel_values, text_inputs)
+                check_finite(_output_numbers(explainer, outputs), "model outputs", positions, stacked)
                 if needs_gradient:
                     objectives = _objectives(explainer, outputs, batch, request, stacked)
                     for rank, (scores, _) in enumerate(objectives):
-                        _check_finite(scores)
+                        check_finite(scores, "explained scores", positions, stacked)
                         if rank:
                             folds.new_fold()
                         folds.backward(scores, capture.num_layers, retain_graph=rank < len(objectives) - 1)
@@ -323,8 +390,10 @@ def forward(explainer, batch: list[PreparedImage], request: ExplainRequest, text
     if num_layers == 0:
         raise CaptureError(f"no attention layer ran in {type(explainer.model).__name__}'s forward pass")
     relevance = torch.stack([folds.relevance(f, num_layers, request.progress) for f in folds.folds], 1).detach().float().cpu()
+    check_finite(relevance, "relevance maps", positions)
     heads = folds.heads()
     heads = None if heads is None else heads.detach().float().cpu()
+    check_finite(heads, "per-head maps", positions)
     explained = list(zip(*[e for _, e in objectives])) if needs_gradient else [(None,)] * len(batch)
     logits = explainer.logits_of(outputs, required=False)
     logits = None if logits is None else logits[-len(batch) :]  # a layer readout stacks every layer's rows first
@@ -345,7 +414,12 @@ def _mask(patch: np.ndarray, index: int) -> np.ndarray:
     peak = float(patch.max())
     if peak > 0 and math.isfinite(peak):
         return (patch / peak).astype(np.float32)
-    logger.warning("image %d: no patch received any relevance; the mask is all zeros", index)
+    warnings.warn(
+        f"image {index}: no patch received any relevance, so its mask is all zeros (the explained score does not "
+        "depend on the patches, or the method's settings discard every contribution)",
+        ExplanationWarning,
+        stacklevel=2,
+    )
     return np.zeros_like(patch, dtype=np.float32)
 
 

@@ -10,7 +10,8 @@ MaskFormer-Swin compute attention themselves and return it (output 1 of the bloc
 
 Swin and Donut-Swin overwrite a block's ``window_size`` / ``shift_size`` inside its forward when
 the grid is no larger than a window, and keep the new values afterwards, which would change later
-calls. :func:`kept_window_geometry` puts them back after an explainer call.
+calls and race with concurrent calls of other input sizes. :func:`kept_window_geometry` lets only
+calls that clamp the blocks alike run at once and puts the values back after them.
 """
 
 from __future__ import annotations
@@ -62,38 +63,99 @@ def block_windows(blocks: list[nn.Module]) -> list[tuple[int, int]]:
     return [(int(block.window_size), int(block.shift_size)) for block in blocks]
 
 
-_kept_lock = threading.Lock()
-_kept: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # first block -> [count, saved values]
+class _Gate:
+    """The windowed blocks of one model, shared by calls that clamp them the same way.
+
+    ``geometry``: the ``(window, shift)`` per block that the calls now inside run with; ``saved``:
+    the values the blocks held before the first of them entered; ``owners``: thread id -> depth.
+    """
+
+    def __init__(self):
+        self.condition = threading.Condition()
+        self.geometry = None
+        self.saved: list = []
+        self.owners: dict[int, int] = {}
+        self.waiting = 0
+
+
+_gates_lock = threading.Lock()
+_gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # first block -> _Gate
+
+
+def _gate(blocks: list[nn.Module]) -> _Gate:
+    with _gates_lock:
+        gate = _gates.get(blocks[0])
+        if gate is None:
+            gate = _gates[blocks[0]] = _Gate()
+        return gate
+
+
+def held_windows(blocks: list[nn.Module]) -> list[tuple[int, int]]:
+    """``(window_size, shift_size)`` every block holds outside the explainer's calls: the values saved
+    when the calls now running entered, else the blocks' own (a concurrent call's clamping is not
+    what the next call starts from)."""
+    gate = _gate(blocks)
+    with gate.condition:
+        if gate.owners:
+            return [(int(window), int(shift)) for _, window, shift in gate.saved]
+        return block_windows(blocks)
 
 
 @contextlib.contextmanager
-def kept_window_geometry(blocks: list[nn.Module]) -> Iterator[None]:
-    """Restore every block's ``window_size`` / ``shift_size`` on exit if a forward pass changed them.
+def kept_window_geometry(blocks: list[nn.Module], geometry=None) -> Iterator[None]:
+    """Let this thread's forward passes run with the window geometry ``geometry``; restore on exit.
 
-    Reference-counted per model like the capture's switches: the first call to enter saves the
-    values, the last to exit restores them, so overlapping calls from several threads leave the
-    model as the first found it. (Swin's own clamping inside concurrent forward passes of different
-    input sizes is a race in ``transformers`` itself.)
+    Swin and Donut-Swin clamp a block's ``window_size`` / ``shift_size`` to the input inside their
+    forward and keep the values, so two threads with inputs that clamp differently would run with
+    each other's windows. Calls whose ``geometry`` (the ``(window, shift)`` per block that their
+    input size gives, from :meth:`~hf_vit_rollout.window_layout.WindowedLayout.geometry`) is the same
+    share the blocks at once; a call with another geometry waits until they have all left. The first
+    call to enter saves the blocks' values and the last to leave puts them back, so the model is
+    left as the first found it. ``None`` joins whatever calls are inside (or starts a group).
+
+    Raises:
+        RuntimeError: this thread is already inside a call with another geometry (a callable target
+            or a nested call explaining another input size), which could never go on.
     """
     if not blocks:
         yield
         return
-    key = blocks[0]
-    with _kept_lock:
-        entry = _kept.get(key)
-        if entry is None:
-            entry = _kept[key] = [0, [(block, block.window_size, block.shift_size) for block in blocks]]
-        entry[0] += 1
+    gate = _gate(blocks)
+    me = threading.get_ident()
+    with gate.condition:
+        if me in gate.owners:
+            if geometry is not None and gate.geometry is not None and geometry != gate.geometry:
+                raise RuntimeError(
+                    "this thread is already running the model with another input size's window geometry "
+                    "(a nested call from inside a call, e.g. from a callable target); explain the other "
+                    "input size after the call returns"
+                )
+        else:
+            gate.waiting += 1
+            try:
+                while gate.owners and not (geometry in (None, gate.geometry) and gate.waiting == 1):
+                    gate.condition.wait()
+            finally:
+                gate.waiting -= 1
+            if not gate.owners:
+                gate.saved = [(block, block.window_size, block.shift_size) for block in blocks]
+                gate.geometry = geometry
+        if gate.geometry is None:
+            gate.geometry = geometry
+        gate.owners[me] = gate.owners.get(me, 0) + 1
     try:
         yield
     finally:
-        with _kept_lock:
-            entry[0] -= 1
-            if entry[0] == 0:
-                del _kept[key]
-                for block, window, shift in entry[1]:
+        with gate.condition:
+            gate.owners[me] -= 1
+            if not gate.owners[me]:
+                del gate.owners[me]
+            if not gate.owners:
+                for block, window, shift in gate.saved:
                     if block.window_size != window or block.shift_size != shift:
                         block.window_size, block.shift_size = window, shift
+                gate.saved, gate.geometry = [], None
+                gate.condition.notify_all()
 
 
 def attention_setup(vision_root: nn.Module, model_type: str | None) -> tuple[list[nn.Module], dict, list]:

@@ -42,6 +42,20 @@ def _block_windows(model_type: str, grid, config_grid, window: int, shift: int) 
     return window, shift
 
 
+def _refuse_small_input(image_size, grid, stage: int, window: int, patch_h: int, patch_w: int, stages: int) -> None:
+    """Swin's attention has a relative-position table for whole windows only: a stage grid smaller
+    than a window cannot run. The smallest side that works: a last-stage grid of ``window`` tokens."""
+    from .errors import InputError
+
+    smallest_grid = (window - 1) * 2 ** (stages - 1) + 1  # each merging halves, rounding up
+    smallest = ((smallest_grid - 1) * patch_h + 1, (smallest_grid - 1) * patch_w + 1)
+    raise InputError(
+        f"a {image_size[0]}×{image_size[1]}-pixel model input gives a {grid[0]}×{grid[1]} token grid in stage "
+        f"{stage}, smaller than this model's {window}×{window}-token windows, which it cannot run; give inputs of "
+        f"at least {smallest[0]}×{smallest[1]} pixels (or use an image processor that resizes)"
+    )
+
+
 @dataclass(frozen=True)
 class WindowedLayout:
     """Token layout of a windowed, hierarchical model for one input size.
@@ -91,6 +105,8 @@ class WindowedLayout:
 
         Raises:
             ValueError: for a config that is not one of :data:`WINDOWED_FAMILIES`.
+            InputError: a Swin or Donut-Swin input whose grid is smaller than a window in some
+                stage (``transformers`` cannot run it); the message gives the smallest size that works.
         """
         model_type = getattr(config, "model_type", None)
         if model_type not in WINDOWED_FAMILIES:
@@ -106,6 +122,8 @@ class WindowedLayout:
                 grid = merged_grid(grid)
             grids.append(grid)
             stage_config = (config_grid[0] // 2**stage, config_grid[1] // 2**stage)
+            if model_type in ("swin", "donut-swin") and min(grid) < window:
+                _refuse_small_input(image_size, grid, stage, window, patch_h, patch_w, len(config.depths))
             for i in range(depth):
                 start = held[len(blocks)] if held else (window, window // 2 if i % 2 else 0)
                 side, shift = _block_windows(model_type, grid, stage_config, *start)
@@ -113,6 +131,10 @@ class WindowedLayout:
         if held is not None and len(held) != len(blocks):
             raise ValueError(f"the model has {len(held)} windowed blocks, its config describes {len(blocks)}")
         return cls(tuple(grids), tuple(blocks))
+
+    def geometry(self) -> tuple[tuple[int, int], ...]:
+        """``(window, shift)`` of every block: what a forward pass of this input size leaves them at."""
+        return tuple((block.window, block.shift) for block in self.blocks)
 
     def chain_steps(self) -> list[tuple[str, int]]:
         """The token-space chain in forward order: ``("block", block_index)`` or ``("merge", stage)``.

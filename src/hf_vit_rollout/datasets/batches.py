@@ -17,17 +17,16 @@ explains the batch once per method, and returns one group of columns per method:
 
 from __future__ import annotations
 
-import io
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import InputError, TargetError
 from ..explainer import RolloutExplainer
 from ..explanation import _to_uint8
-from ..images import load_image
+from ..images import decode_image
 
 #: Every column group a method can write, in column order.
 OUTPUTS = ("mask", "target", "label", "score", "heatmap", "overlay")
@@ -143,37 +142,6 @@ def check_outputs(outputs) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------ reading rows
-def decode_image(value, where: str, dtype=None) -> Image.Image:
-    """One cell of an image column → RGB ``PIL.Image`` (the explainer's rule for pixels and orientation).
-
-    A cell may hold a ``PIL.Image`` (``Image()`` feature), a ``{"bytes", "path"}`` dict
-    (``Image(decode=False)``), raw bytes, a path or URL, a numpy array or torch tensor, or nested
-    lists (``Array3D`` and ``List`` features in the default format), read as an array of ``dtype``.
-
-    Raises:
-        InputError: an empty cell or one that holds no image, naming ``where``.
-        FileNotFoundError: a path that does not exist.
-    """
-    if value is None:
-        raise InputError(f"{where} is empty (None); every row needs an image")
-    if isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-        if data is None and not path:
-            raise InputError(f"{where} is a dict without image bytes or a path ({', '.join(map(repr, value))})")
-        value = data if data is not None else path
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            value = Image.open(io.BytesIO(bytes(value)))
-        except UnidentifiedImageError:
-            raise InputError(f"{where} holds {len(value)} bytes that are not an image file PIL can read") from None
-    elif isinstance(value, (list, tuple)):
-        try:
-            value = np.asarray(value, dtype=dtype)
-        except (ValueError, TypeError) as exc:
-            raise InputError(f"{where} is a nested list that is not a regular (H, W[, C]) array of numbers: {exc}") from None
-    return load_image(value, where)
-
-
 def row_target(value, where: str, explainer: RolloutExplainer) -> int | None:
     """A target column's cell (class index, label name or None) → the class index it names."""
     if value is None:

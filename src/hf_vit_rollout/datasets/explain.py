@@ -11,7 +11,7 @@ import warnings
 
 import datasets
 
-from ..errors import InputError, TargetError
+from ..errors import ExplanationWarning, InputError, TargetError
 from ..explainer import RolloutExplainer
 from . import shards as _shards
 from .batches import DEFAULT_OUTPUTS, BatchExplainer
@@ -249,6 +249,7 @@ def _warn_if_labels_differ(feature: datasets.ClassLabel, explainer: RolloutExpla
             f"column {column!r} is a ClassLabel whose names differ from the model's labels at the same index "
             f"({i}: {theirs!r} in the data, {ours!r} in the model; {len(differing)} differ); the targets are taken "
             "as indices into the model's classes",
+            ExplanationWarning,
             stacklevel=3,
         )
 

@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics", nargs="+", default=None, choices=list(METRICS), help="default: by what the inputs allow")
     parser.add_argument("--target", default=None, help="class (index or label) to explain in every image; default: the prediction")
     parser.add_argument("--baseline", choices=("grey", "mean", "blur"), default="grey", help="deletion/insertion baseline")
-    parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
+    parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (1-1024; one forward pass per image each)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (report.md, report.json, report.png)")
     parser.add_argument("--batch-size", "--batch_size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
@@ -98,6 +98,7 @@ def main(argv: list[str]) -> int:
     from ..capture import CaptureError
     from ..errors import InputError, TargetError, UnsupportedModelError
     from ..explainer import RolloutExplainer
+    from ..metrics import MAX_STEPS
     from .engine import default_metrics, evaluate
 
     try:
@@ -105,8 +106,10 @@ def main(argv: list[str]) -> int:
             raise ValueError(f"--images {str(args.images)!r} is not a folder")
         if args.masks is not None and not args.masks.is_dir():
             raise ValueError(f"--masks {str(args.masks)!r} is not a folder")
-        if args.steps < 1 or args.batch_size < 1:
-            raise ValueError("--steps and --batch-size must be positive integers")
+        if args.batch_size < 1:
+            raise ValueError("--batch-size must be a positive integer")
+        if not 1 <= args.steps <= MAX_STEPS:
+            raise ValueError(f"--steps must be from 1 to {MAX_STEPS} (each step is one forward pass per image), got {args.steps}")
         _check_out(args.out)
         methods = [_method(m) for m in args.methods]
         names = args.metrics or default_metrics(has_masks=args.masks is not None, has_several_objects=False)

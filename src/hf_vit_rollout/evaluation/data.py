@@ -10,6 +10,7 @@ heat-map is drawn over the original image.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from ..errors import ExplanationWarning, InputError
+from ..images import check_path, decode_image, oriented
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class EvaluationData:
     images: list[Image.Image]
     names: list[str]
     items: list[Item]
+    masks_given: bool = False
 
     @property
     def has_masks(self) -> bool:
@@ -58,21 +63,22 @@ class EvaluationData:
 
 
 def _to_pil(value, where: str) -> Image.Image:
+    """An image as the explainer decodes it (:func:`~hf_vit_rollout.images.decode_image`: EXIF
+    orientation, 16-bit values, float pixels in [0, 1]), so the scores see the pixels it shows."""
+    return decode_image(value, where)
+
+
+def _mask_picture(value, where: str) -> Image.Image:
+    """A mask given as a PIL image or a file, oriented like an image (EXIF), in its own mode."""
     if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, (str, Path)):
-        path = Path(value)
-        if not path.is_file():
-            raise FileNotFoundError(f"{where}: no image file at {str(path)!r}")
-        with Image.open(path) as opened:
+        return oriented(value)
+    check_path(value)
+    try:
+        with Image.open(value) as opened:
             opened.load()
-            return opened.copy()
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray) and value.ndim in (2, 3):
-        array = value if value.dtype == np.uint8 else np.clip(value * (255 if value.max() <= 1 else 1), 0, 255).astype(np.uint8)
-        return Image.fromarray(array)
-    raise ValueError(f"{where}: expected a PIL image, a file path or an (H, W[, C]) array, got {type(value).__name__}")
+            return oriented(opened.copy())
+    except OSError as exc:
+        raise InputError(f"{where}: the mask file {str(value)!r} could not be decoded; it is truncated or not an image ({exc})") from None
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -107,12 +113,20 @@ def masks_by_stem(images: list[Path], folder: Path) -> list[Path]:
 def _as_bool_mask(value, where: str) -> np.ndarray:
     """A mask given as a bool/number array, a PIL image or a file → ``(H, W)`` bool (grey > 127 or > 0.5)."""
     if isinstance(value, (str, Path, Image.Image)):
-        return np.asarray(_to_pil(value, where).convert("L")) > 127
+        return np.asarray(_mask_picture(value, where).convert("L")) > 127
     array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
     if array.ndim != 2:
         raise ValueError(f"{where}: a mask must be (H, W), got shape {array.shape}")
     if array.dtype == bool:
         return array
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{where}: a mask must hold bools or numbers (object > 0.5, uint8 > 127), got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        share = float(np.mean(~np.isfinite(array)))
+        raise ValueError(
+            f"{where}: the mask holds NaN or infinite values ({share:.0%} of its pixels); use 0 for the background "
+            "and 1 for the object"
+        )
     return array > (127 if array.dtype == np.uint8 else 0.5)
 
 
@@ -196,7 +210,7 @@ def load_inputs(images, targets, masks, explainer) -> EvaluationData:
         names = [p.stem for p in files]
         if isinstance(masks, (str, Path)):
             mask_files = masks_by_stem(files, Path(masks))
-        pil = [_to_pil(p, p.name) for p in files]
+        pil = [_to_pil(p, f"file {str(p)!r}") for p in files]
     else:
         if not isinstance(images, Sequence) and hasattr(images, "__len__") and hasattr(images, "__iter__"):
             images = list(images)  # a datasets Column
@@ -206,7 +220,6 @@ def load_inputs(images, targets, masks, explainer) -> EvaluationData:
         names = [Path(x).stem if isinstance(x, (str, Path)) else str(i) for i, x in enumerate(images)]
     if isinstance(masks, (str, Path)) and mask_files is None:
         raise ValueError("masks given as a folder need images given as a folder (masks pair to images by file stem)")
-    pil = [p.convert("RGB") for p in pil]
     targets = _listed(targets, "targets", len(pil))
     masks = mask_files if mask_files is not None else _listed(masks, "masks", len(pil))
     items = []
@@ -226,8 +239,12 @@ def load_inputs(images, targets, masks, explainer) -> EvaluationData:
                 raise ValueError(f"{where}: mask is {mask.shape[1]}×{mask.shape[0]} but the image is {image.width}×{image.height}")
         moved = masks_to_input(objects, explainer.image_processor)
         for k, c in enumerate(classes):
-            if not moved[k].any():
-                logger.warning("%s: object %d lies outside the model's input (cropped away); mask metrics skip it", where, k)
+            if not objects[k].any():
+                warnings.warn(f"{where}: object {k}'s mask is empty (no pixel marked); mask metrics skip it",
+                              ExplanationWarning, stacklevel=3)
+            elif not moved[k].any():
+                warnings.warn(f"{where}: object {k} lies outside the model's input (cropped away); mask metrics skip it",
+                              ExplanationWarning, stacklevel=3)
             others = [moved[j] for j in range(len(classes)) if j != k]
             items.append(Item(i, c, moved[k] if moved[k].any() else None, others))
-    return EvaluationData(pil, names, items)
+    return EvaluationData(pil, names, items, masks is not None)

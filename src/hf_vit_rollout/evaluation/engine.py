@@ -164,6 +164,11 @@ def default_metrics(has_masks: bool, has_several_objects: bool) -> list[str]:
 def _check_requirements(metrics, data, explainer) -> None:
     for metric in metrics:
         if metric.needs_masks and not data.has_masks:
+            if data.masks_given:
+                raise ValueError(
+                    f"metric {metric.name!r} needs ground-truth masks, but every mask passed is empty or lies outside "
+                    "the model's input (cropped away by the image processor); mark the objects' pixels (True, 1 or > 127)"
+                )
             raise ValueError(f"metric {metric.name!r} needs ground-truth masks: pass masks=")
         if metric.needs_several_objects and not data.has_several_objects:
             raise ValueError(

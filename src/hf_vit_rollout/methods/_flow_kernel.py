@@ -36,27 +36,63 @@ Heuristics: highest-label selection, current arcs, the gap heuristic, and a glob
 new sink and after every ``relabel_work × num_nodes`` relabels.
 
 If numba cannot write its cache next to this file it uses its user-wide cache directory
-(``NUMBA_CACHE_DIR``); if no cache directory is usable the kernel is compiled in memory, once per
-process (a few seconds), with a warning.
+(``NUMBA_CACHE_DIR``), then a directory of this user's alone under the temporary directory
+(:func:`private_cache_dir`); if none is usable the kernel is compiled in memory, once per process
+(a few seconds), with a logged warning.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 
+import numba
 import numpy as np
 from numba import njit
 
 logger = logging.getLogger(__name__)
 
 
+def private_cache_dir() -> str | None:
+    """A cache directory only this user can write: ``<tmp>/hf_vit_rollout-numba-<uid>``, created with
+    mode 0700; ``None`` if it cannot be made or is not this user's alone (another user could plant
+    cache files in it, which numba would load)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    path = os.path.join(tempfile.gettempdir(), f"hf_vit_rollout-numba-{uid if uid is not None else 'user'}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
+    except OSError:
+        return None
+    if uid is not None and (info.st_uid != uid or info.st_mode & 0o022 or not os.access(path, os.W_OK)):
+        return None
+    return path
+
+
 def _compiled(func):
-    """``numba.njit(cache=True, nogil=True)``; without a usable cache directory, ``cache=False``."""
+    """``numba.njit(cache=True, nogil=True)``, cached where numba can write: next to this file, in
+    numba's user-wide cache (``NUMBA_CACHE_DIR`` if set), else in :func:`private_cache_dir` (a
+    read-only install: a Docker image, a Space running as a non-root user). Only if none is usable
+    is the kernel compiled in memory, once per process, with a logged warning."""
     try:
         return njit(cache=True, nogil=True)(func)
     except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
-        logger.warning("attention-flow kernel cannot be cached (%s); it is compiled once per process", exc)
-        return njit(nogil=True)(func)
+        reason = exc
+    fallback = private_cache_dir()
+    if fallback is not None:
+        previous = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = fallback  # read when the cache is set up, just below; then restored
+        try:
+            compiled = njit(cache=True, nogil=True)(func)
+            logger.info("attention-flow kernel: the install is read-only, so it is cached in %s", fallback)
+            return compiled
+        except RuntimeError as exc:
+            reason = exc
+        finally:
+            numba.config.CACHE_DIR = previous
+    logger.warning("attention-flow kernel cannot be cached (%s); it is compiled once per process", reason)
+    return njit(nogil=True)(func)
 
 
 @_compiled

@@ -1,0 +1,342 @@
+"""A Gradio app (Space-ready): upload or pick an image, pick model, method and settings, see overlays.
+
+    hf-vit-rollout app                                   # the demo model, http://127.0.0.1:7860
+    hf-vit-rollout app --models demo ./my-checkpoint     # a fixed choice of models (a dropdown)
+    hf-vit-rollout app --models demo --allow-any-model   # visitors may type any Hub id (opt-in)
+
+Safe to share: visitors choose among the models the server was started with (all loaded at
+start-up); typing another Hub id or a local folder is possible only with ``--allow-any-model``,
+and then at most :data:`ANY_MODEL_CACHE` extra models are kept. Requests wait in one queue
+(``--max-queue``) and ``--concurrency`` of them run at once; each explanation is independent of
+the others (see :mod:`hf_vit_rollout.capture`). Uploads above ``--max-upload-mb`` are refused by
+the server with a message, and decoded images are capped at
+:data:`~hf_vit_rollout.images.MAX_PIXELS`.
+
+Needs the optional extra: ``pip install "hf-vit-rollout[app]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError, TargetError, UnsupportedModelError
+from .methods import HEAD_FUSIONS, METHODS
+
+logger = logging.getLogger(__name__)
+
+PREDICTED = "predicted class"
+DISPLAY_SIZE = 320
+#: Extra models kept in memory when visitors may type any model id.
+ANY_MODEL_CACHE = 2
+#: Defaults of the queue: requests running at once, and waiting at most.
+CONCURRENCY = 2
+MAX_QUEUE = 64
+#: Largest upload the server accepts, in MB.
+MAX_UPLOAD_MB = 20
+
+
+@dataclass
+class ModelChoice:
+    """The models an app serves: a fixed list loaded at start-up, and optionally any other id."""
+
+    models: tuple[str, ...] = ("demo",)
+    allow_any: bool = False
+
+    def __post_init__(self):
+        from .explainer import RolloutExplainer
+
+        self._loader = RolloutExplainer.from_pretrained
+        self._fixed = {name: self._loader(name) for name in self.models}
+        self._extra: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.files = OverlayFiles()
+
+    def explainer(self, model: str):
+        """The explainer for ``model``; another id only with ``allow_any`` (kept in a small LRU)."""
+        import gradio as gr
+
+        model = (model or "").strip() or self.models[0]
+        if model in self._fixed:
+            return self._fixed[model]
+        if not self.allow_any:
+            raise gr.Error(f"model {model!r} is not offered here; choose one of: {', '.join(self.models)}")
+        with self._lock:
+            if model not in self._extra:
+                try:
+                    self._extra[model] = self._loader(model)
+                except (OSError, ValueError) as exc:
+                    raise gr.Error(str(exc)) from None
+                while len(self._extra) > ANY_MODEL_CACHE:
+                    self._extra.popitem(last=False)
+            self._extra.move_to_end(model)
+            return self._extra[model]
+
+
+def top_predictions(choice: ModelChoice, image, model: str, k: int = 5) -> dict[str, float]:
+    """``{label: probability}`` of the model's top ``k`` classes for ``image`` (empty for backbones)."""
+    import gradio as gr
+    import torch
+
+    explainer = choice.explainer(model)
+    if image is None or not explainer.num_labels:
+        return {}
+    try:
+        probabilities = explainer.predict(image)[0]
+    except (InputError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+    top = torch.argsort(probabilities, descending=True)[:k]
+    return {explainer.id2label.get(int(i), str(int(i))): float(probabilities[i]) for i in top}
+
+
+#: Per-method settings the UI shows only for methods that take them (by ``MethodSpec.combine``).
+LAYER_SETTINGS = {"layer": ("layer", "head"), "product": ("start_layer",)}
+#: The head dropdown's choice for "all heads, fused with the head fusion".
+FUSED_HEADS = "all (fused)"
+
+
+def method_settings(method: str) -> tuple[str, ...]:
+    """The layer settings ``method`` takes: ``("layer", "head")``, ``("start_layer",)`` or none."""
+    spec = METHODS.get(method)
+    return LAYER_SETTINGS.get(spec.combine, ()) if spec is not None else ()
+
+
+def explain(choice: ModelChoice, image, model: str, settings: dict, colormap: str = "jet"):
+    """One explanation for the UI: ``(overlay PNG path, caption)``.
+
+    Args:
+        settings: ``method``, ``head_fusion``, ``discard_ratio`` and ``target`` (a label from the
+            predictions, or :data:`PREDICTED`) as the UI's widgets give them; optionally ``layer``,
+            ``head`` (an index or :data:`FUSED_HEADS`) and ``start_layer``, used only by the methods
+            that take them (:func:`method_settings`).
+    """
+    import gradio as gr
+
+    if image is None:
+        raise gr.Error("Upload an image or pick an example first.")
+    explainer = choice.explainer(model)
+    settings = dict(settings)
+    target = settings.pop("target", None)
+    chosen = None if target in (None, "", PREDICTED) else target
+    if chosen is not None and settings.get("method") in METHODS and not METHODS[settings["method"]].needs_gradient:
+        settings["method"] = "grad_rollout"  # a class was chosen: use a class-specific method
+    taken = method_settings(settings.get("method"))
+    for name in ("layer", "head", "start_layer"):
+        value = settings.pop(name, None)
+        if name in taken and value not in (None, "", FUSED_HEADS):
+            settings[name] = int(value)
+    try:
+        explanation = explainer(image, target=chosen, **settings)
+    except (InputError, TargetError, UnsupportedModelError, ValueError, TypeError, OSError) as exc:
+        raise gr.Error(str(exc)) from None
+    return choice.files.save(display_overlay(explanation, colormap)), explanation.title
+
+
+class OverlayFiles:
+    """Overlays written as PNG files, atomically, one file per distinct picture.
+
+    Gradio caches a returned PIL image by rewriting a file named after its content in place, so two
+    requests that produce the same overlay at the same moment can serve each other a half-written
+    file (measured: one of 95 requests failed under 8 concurrent users). Returning a path instead
+    makes Gradio copy the file with an atomic rename; this writes that file atomically too.
+    """
+
+    def __init__(self):
+        import atexit
+        import shutil
+        import tempfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix="hf-vit-rollout-app-"))
+        atexit.register(shutil.rmtree, self.folder, True)
+
+    def save(self, image) -> str:
+        import hashlib
+        import io
+        import os
+        import tempfile
+
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        path = self.folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+        if not path.exists():
+            fd, staging = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(staging, path)
+        return str(path)
+
+
+def display_overlay(explanation, colormap: str = "jet"):
+    """The overlay as the app shows it: small inputs (like the demo's 64 px) scaled up for viewing
+    (nearest neighbour, so patches stay sharp), with a colour bar."""
+    from .viz import add_colorbar
+
+    shown = explanation.overlay(colormap)
+    if max(shown.size) < DISPLAY_SIZE:
+        scale = DISPLAY_SIZE / max(shown.size)
+        shown = shown.resize((round(shown.width * scale), round(shown.height * scale)), resample=0)
+    return add_colorbar(shown, colormap)
+
+
+#: Small inputs (the demo's 64 px) fill the image boxes instead of showing at their own size.
+CSS = """
+#input-image img, #overlay img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+"""
+
+
+def subtitle() -> str:
+    """The app's subtitle: every registered method, from the registry."""
+    names = ", ".join(f"`{name}`" for name in METHODS)
+    return f"Heat-maps of where a Hugging Face Vision Transformer looked, with any of {len(METHODS)} methods: {names}."
+
+
+def image_input(**kwargs):
+    """The upload box: a ``gr.Image`` (PIL) whose upload a visitor is told about when it is not an image.
+
+    Gradio decodes an upload before the app's function runs; a text file or a truncated picture
+    would otherwise end in Gradio's generic "has raised an exception" message.
+    """
+    import gradio as gr
+    from PIL import UnidentifiedImageError
+from gradio.events import Dependency
+
+    class ImageUpload(gr.Image):
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error:
+                raise
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+                name = getattr(payload, "orig_name", None) or "the upload"
+                reason = "is not an image file" if isinstance(exc, UnidentifiedImageError) else f"could not be decoded ({exc})"
+                raise gr.Error(f"{name} {reason}; upload a PNG, JPEG, WebP, BMP or TIFF picture.") from None
+
+    return ImageUpload(type="pil", **kwargs)
+
+
+def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int = CONCURRENCY, max_queue: int = MAX_QUEUE):
+    """The Gradio ``Blocks`` app, its queue configured (``launch`` it with :func:`launch_kwargs`)."""
+    import gradio as gr
+
+    from .demo import example_images
+
+    models = (models,) if isinstance(models, str) else tuple(models)
+    choice = ModelChoice(models, allow_any_model)
+    first = choice.explainer(models[0])
+    with gr.Blocks(title="hf_vit_rollout: where did the ViT look?", **_style("Blocks")) as app:
+        gr.Markdown(f"# Where did the Vision Transformer look?\n{subtitle()}")
+        with gr.Row():
+            with gr.Column():
+                image = image_input(label="image", elem_id="input-image", height=320)
+                label = "model" + (" (or type a Hub id)" if allow_any_model else "")
+                model_box = gr.Dropdown(list(models), value=models[0], label=label, elem_id="model", allow_custom_value=allow_any_model)
+                method = gr.Dropdown(list(METHODS), value="rollout", label="method", elem_id="method")
+                head_fusion = gr.Dropdown(list(HEAD_FUSIONS), value="mean", label="head fusion")
+                discard_ratio = gr.Slider(0.0, 0.99, value=METHODS["rollout"].default_discard_ratio, step=0.01, label="discard ratio")
+                target = gr.Dropdown([PREDICTED], value=PREDICTED, label="target class (top-5 predictions)", allow_custom_value=True)
+                with gr.Row():
+                    layers = max(first.num_layers, 1)
+                    shown = method_settings("rollout")
+                    layer = gr.Slider(0, layers - 1, value=layers - 1, step=1, label="layer", elem_id="layer", visible="layer" in shown)
+                    head = gr.Dropdown(_head_choices(first.num_heads), value=FUSED_HEADS, label="head", elem_id="head", visible="head" in shown)
+                    start_layer = gr.Slider(
+                        0, layers - 1, value=0, step=1, label="start layer", elem_id="start-layer", visible="start_layer" in shown
+                    )
+                button = gr.Button("Explain", variant="primary", elem_id="explain")
+            with gr.Column():
+                overlay = gr.Image(type="filepath", label="overlay", elem_id="overlay", interactive=False, height=320, format="png")
+                caption = gr.Textbox(label="explanation", elem_id="caption")
+                predictions = gr.Label(num_top_classes=5, label="predictions", elem_id="predictions")
+        examples = [str(p) for p in example_images()]
+        if examples:
+            gr.Examples(examples, inputs=image)
+
+        def on_predict(img, model_id):
+            return top_predictions(choice, img, model_id)
+
+        def on_image(img, model_id):
+            top = on_predict(img, model_id)
+            return gr.update(choices=[PREDICTED, *top], value=PREDICTED), top
+
+        def on_method(method_name):
+            taken = method_settings(method_name)
+            spec = METHODS[method_name]
+            return (
+                gr.update(value=spec.default_discard_ratio),
+                gr.update(visible="layer" in taken),
+                gr.update(visible="head" in taken),
+                gr.update(visible="start_layer" in taken),
+            )
+
+        def on_model(model_id):
+            explainer = choice.explainer(model_id)
+            last = max(explainer.num_layers - 1, 0)
+            return (
+                gr.update(maximum=last, value=last),
+                gr.update(choices=_head_choices(explainer.num_heads), value=FUSED_HEADS),
+                gr.update(maximum=last, value=0),
+            )
+
+        def on_explain(img, model_id, method_name, fusion, ratio, target_name, layer_index=None, head_index=None, start=None):
+            settings = {"method": method_name, "head_fusion": fusion, "discard_ratio": ratio, "target": target_name,
+                        "layer": layer_index, "head": head_index, "start_layer": start}
+            return explain(choice, img, model_id, settings)
+
+        image.change(on_image, [image, model_box], [target, predictions], api_name="predictions")
+        method.change(on_method, method, [discard_ratio, layer, head, start_layer], api_name=False)
+        model_box.change(on_model, model_box, [layer, head, start_layer], api_name=False)
+        button.click(
+            on_explain, [image, model_box, method, head_fusion, discard_ratio, target, layer, head, start_layer], [overlay, caption],
+            api_name="explain",
+        )
+        hidden = gr.Button(visible=False)
+        hidden.click(on_predict, [image, model_box], predictions, api_name="predict")
+    app.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    return app
+
+
+def _head_choices(num_heads: int) -> list:
+    return [FUSED_HEADS, *[str(h) for h in range(num_heads)]]
+
+
+def _style(where: str) -> dict:
+    """``{"css": CSS}`` for where this Gradio takes it: ``launch()`` from Gradio 6, ``Blocks()`` before."""
+    import inspect
+
+    import gradio as gr
+
+    on_launch = "css" in inspect.signature(gr.Blocks.launch).parameters
+    return {"css": CSS} if on_launch == (where == "launch") else {}
+
+
+def launch_kwargs(max_upload_mb: float = MAX_UPLOAD_MB) -> dict:
+    """``launch`` settings every start of the app uses: the upload limit, no sharing, the page style."""
+    return {"max_file_size": int(max_upload_mb * 1_000_000), "share": False, **_style("launch")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hf-vit-rollout app", description="Start the Gradio app.")
+    parser.add_argument("--models", "--model", nargs="+", default=["demo"], help="models offered in the dropdown (default: demo)")
+    parser.add_argument("--allow-any-model", action="store_true", help="let visitors type any Hub id or local folder")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="requests run at once")
+    parser.add_argument("--max-queue", type=int, default=MAX_QUEUE, help="requests waiting at most")
+    parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB, help="largest upload accepted")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args(argv)
+    try:
+        app = build_app(args.models, args.allow_any_model, args.concurrency, args.max_queue)
+    except ImportError:
+        print('hf-vit-rollout: error: the app needs gradio: pip install "hf-vit-rollout[app]"', file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"hf-vit-rollout: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    app.launch(server_name=args.host, server_port=args.port, **launch_kwargs(args.max_upload_mb))
+    return 0
