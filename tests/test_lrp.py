@@ -336,3 +336,25 @@ def test_the_linear_rules_follow_their_definitions():
     torch.testing.assert_close(x * density, positive)
     (density,) = epsilon_linear(weight, 0.1)(grad, z, x)
     torch.testing.assert_close(x * density, epsilon)
+    # ε = 0 is LRP-0: the gradient, and nothing through an output that is exactly 0
+    z0 = x @ weight.T
+    z0[0, 1] = 0.0
+    (density,) = epsilon_linear(weight, 0.0)(relevance, z0, x)
+    expected = relevance.clone()
+    expected[0, 1] = 0.0
+    torch.testing.assert_close(density, expected @ weight)
+
+
+def test_a_score_of_exactly_zero_has_zero_relevance(demo):
+    """AttnLRP explains a score by its value: a score that is exactly 0 (with a gradient) gives
+    every token zero relevance, the other images of the batch theirs."""
+    model, pixels = demo
+
+    def shifted(outputs):  # image 0's score is its logit minus itself: 0, with the logit's gradient
+        logits = outputs.logits[:, 0]
+        return torch.cat([logits[:1] - logits[:1].detach(), logits[1:]])
+
+    result = attnlrp_relevance(model, pixels[:2], target=shifted)
+    assert float(result.scores[0]) == 0.0
+    assert torch.count_nonzero(result.token_relevance[0]) == 0
+    assert result.token_relevance[1].abs().sum() > 0

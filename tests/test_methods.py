@@ -262,3 +262,58 @@ def test_discard_drops_exactly_k_entries_even_with_ties():
     assert (out[1, 2] == 0).all()  # the strictly lower values go first
     protected = discard_lowest(torch.ones(1, 4, 4), 0.5)
     assert protected[0, 0, 0] == 1 and (protected == 0).sum() == 7  # 8 chosen, the CLS entry kept
+
+
+def _keep_first_discard(fused, ratio):
+    """The original tool's discard on one ``(N, N)`` map: the ``ratio`` smallest entries zeroed, entry 0 kept."""
+    flat = fused.flatten().clone()
+    order = flat.argsort()[: int(flat.numel() * ratio)]
+    flat[order[order != 0]] = 0
+    return flat.reshape(fused.shape)
+
+
+def test_the_functions_defaults_are_the_papers():
+    """Called with their defaults, the gradient methods, Transformer Attribution and LeGrad compute
+    the papers' formulas, written out here: mean over heads, nothing discarded (and where a ratio is
+    given, the class token's self-attention kept), every layer from the first, minimum over all
+    tokens when no prefix tokens are named."""
+    from hf_vit_rollout.methods import gae_layer, gradient_rollout_layer, legrad, transformer_attribution
+    from hf_vit_rollout.methods import transformer_attribution_layer
+
+    attentions = random_attention(batch=1, tokens=5, layers=3)
+    grads = random_grads(attentions)
+    for g in grads:
+        g[:, :, 0, 0] = 1e-3  # the class token's self-attention: small, so a discard would drop it
+        g[:, :, :, 0] = g[:, :, :, 0].clamp(max=0)  # token 0 holds LeGrad's minimum (0)
+        g[:, :, 0, 0] = 1e-3
+    eye = torch.eye(5)
+    a, g = attentions[0], grads[0]
+    weighted = a * g
+    step = 0.5 * weighted.mean(1).clamp(min=0) + 0.5 * eye
+    torch.testing.assert_close(gradient_rollout_layer(a, g), step / step.sum(-1, keepdim=True))
+    steps = []
+    for a_l, g_l in zip(attentions, grads):
+        s = 0.5 * (a_l * g_l).mean(1).clamp(min=0) + 0.5 * eye
+        steps.append(s / s.sum(-1, keepdim=True))
+    torch.testing.assert_close(gradient_rollout(attentions, grads), steps[2] @ steps[1] @ steps[0])
+    g_pos = g.abs()  # no zeros after the clamp, so the discard's threshold falls above the tiny (0, 0)
+    g_pos[:, :, 0, 0] = 1e-3
+    discarded = _keep_first_discard((a * g_pos).mean(1)[0], 0.6)
+    step = 0.5 * discarded + 0.5 * eye
+    torch.testing.assert_close(gradient_rollout_layer(a, g_pos, discard_ratio=0.6)[0], step / step.sum(-1, keepdim=True))
+    positive = weighted.clamp(min=0).mean(1)
+    torch.testing.assert_close(gae_layer(a, g), eye + positive)
+    kept = _keep_first_discard(positive[0], 0.6)
+    torch.testing.assert_close(gae_layer(a, g, discard_ratio=0.6)[0], eye + kept)
+    torch.testing.assert_close(gae(attentions[:1], grads[:1], discard_ratio=0.6)[0], eye + kept)
+    torch.testing.assert_close(transformer_attribution_layer(a, g, discard_ratio=0.6)[0], eye + kept)
+    factors = [eye + (a_l * g_l).clamp(min=0).mean(1) for a_l, g_l in zip(attentions, grads)]
+    torch.testing.assert_close(transformer_attribution(attentions, grads), factors[2] @ factors[1] @ factors[0])
+    rows = sum(g_l.clamp(min=0).mean(1).mean(1) for g_l in grads)
+    torch.testing.assert_close(legrad(grads), rows - rows.amin(1, keepdim=True))
+
+
+def test_the_first_layer_can_be_named_from_the_end():
+    from hf_vit_rollout.methods import check_layer, check_start_layer
+
+    assert check_layer(-3, 3) == 0 and check_start_layer(-3, 3) == 0
