@@ -327,3 +327,17 @@ def test_pipeline_and_cli_give_the_explainer_result(saved, name, tmp_path):
     assert main([str(path), "--model", saved(name), "--discard-ratio", "0", "--save-maps", "--out", str(tmp_path / "out")]) == 0
     (saved_map,) = (tmp_path / "out").glob("*.npy")
     np.testing.assert_allclose(np.load(saved_map), direct.heatmap, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        (lambda: T.TimesformerConfig(**{**SMALL, "num_frames": 2}), "TimeSformer divides each layer"),
+        (lambda: T.Owlv2Config(), "OWLv2's processor pads each image to a square"),
+        (lambda: T.DetrConfig(use_timm_backbone=False, backbone_config=T.ResNetConfig()), "encoder-decoder relevance rules"),
+    ],
+)
+def test_families_not_supported_yet_are_refused_with_the_reason(tmp_path, config, match):
+    config().save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedModelError, match=match):
+        RolloutExplainer.from_pretrained(str(tmp_path))

@@ -93,8 +93,24 @@ def _pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
+class OneStepPerLayer:
+    """The chain of a layout whose every attention layer is one step and that knows no map before the
+    forward pass: the part of the stages' questions that global-attention layouts answer alike."""
+
+    def step(self, layer: int) -> int:
+        """Chain step of attention layer ``layer`` (every layer is one step)."""
+        return layer
+
+    def num_steps(self, num_layers: int) -> int:
+        return num_layers
+
+    def fixed_maps(self, batch: int, device=None) -> dict[int, torch.Tensor]:
+        """Maps known before the forward pass (none)."""
+        return {}
+
+
 @dataclass(frozen=True)
-class TokenLayout:
+class TokenLayout(OneStepPerLayer):
     """Where the patches are in the token sequence.
 
     Attributes:
@@ -177,13 +193,3 @@ class TokenLayout:
         """Layer ``layer``'s ``(B, N, N)`` factor: ``method_map(attention, grad, *settings, cls_index)``."""
         return method_map(attention, grad, *settings, self.cls_index)
 
-    def step(self, layer: int) -> int:
-        """Chain step of attention layer ``layer`` (every layer is one step)."""
-        return layer
-
-    def num_steps(self, num_layers: int) -> int:
-        return num_layers
-
-    def fixed_maps(self, batch: int, device=None) -> dict[int, torch.Tensor]:
-        """Maps known before the forward pass (none for a global-attention ViT)."""
-        return {}

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import TargetError
-from ..tokens import _pair
+from ..tokens import OneStepPerLayer, _pair
 
 _ONE_ROW = (
     "YOLOS explains one detection token's row per map, and {what} takes one output row for the whole batch; "
@@ -43,7 +43,7 @@ _ONE_ROW = (
 
 
 @dataclass(frozen=True)
-class DetectionLayout:
+class DetectionLayout(OneStepPerLayer):
     """``[CLS, grid patches, D detection tokens]``.
 
     Attributes:
@@ -95,14 +95,6 @@ class DetectionLayout:
     def layer_map(self, method_map: Callable, layer: int, attention: torch.Tensor, grad, settings: tuple) -> torch.Tensor:
         return method_map(attention, grad, *settings, None)
 
-    def step(self, layer: int) -> int:
-        return layer
-
-    def num_steps(self, num_layers: int) -> int:
-        return num_layers
-
-    def fixed_maps(self, batch: int, device=None) -> dict[int, torch.Tensor]:
-        return {}
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,11 @@ from typing import ClassVar
 import torch
 
 from ..placement import Placement
-from ..tokens import _pair
+from ..tokens import OneStepPerLayer, _pair
 
 
 @dataclass(frozen=True)
-class PaddedPatchLayout:
+class PaddedPatchLayout(OneStepPerLayer):
     """A padded patch sequence; image ``b``'s first ``h_b·w_b`` tokens are its grid, row-major.
 
     Attributes:
@@ -87,14 +87,6 @@ class PaddedPatchLayout:
     def layer_map(self, method_map: Callable, layer: int, attention: torch.Tensor, grad, settings: tuple) -> torch.Tensor:
         return method_map(attention, grad, *settings, None)
 
-    def step(self, layer: int) -> int:
-        return layer
-
-    def num_steps(self, num_layers: int) -> int:
-        return num_layers
-
-    def fixed_maps(self, batch: int, device=None) -> dict[int, torch.Tensor]:
-        return {}
 
 
 class Siglip2Family:

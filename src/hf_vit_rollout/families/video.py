@@ -35,11 +35,11 @@ from PIL import Image
 
 from ..errors import InputError
 from ..placement import Placement
-from ..tokens import _pair
+from ..tokens import OneStepPerLayer, _pair
 
 
 @dataclass(frozen=True)
-class VideoLayout:
+class VideoLayout(OneStepPerLayer):
     """``[prefix tokens, T' × h × w tubelets]``, time-major.
 
     Attributes:
@@ -83,14 +83,6 @@ class VideoLayout:
     def layer_map(self, method_map: Callable, layer: int, attention: torch.Tensor, grad, settings: tuple) -> torch.Tensor:
         return method_map(attention, grad, *settings, self.cls_index)
 
-    def step(self, layer: int) -> int:
-        return layer
-
-    def num_steps(self, num_layers: int) -> int:
-        return num_layers
-
-    def fixed_maps(self, batch: int, device=None) -> dict[int, torch.Tensor]:
-        return {}
 
 
 @dataclass(eq=False)

@@ -31,6 +31,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UnsupportedModelError
+from ..tokens import OneStepPerLayer
 from ..windows import BlockGeometry, _pair, fold_layer_map
 
 _SOFTMAX = {torch.Tensor.softmax, torch.softmax, torch.nn.functional.softmax}
@@ -62,7 +63,7 @@ def _vitdet_recompute(module, args, kwargs):
 
 
 @dataclass(frozen=True)
-class MixedWindowLayout:
+class MixedWindowLayout(OneStepPerLayer):
     """One ``grid_size`` token grid; each block global (``window = 0``) or windowed.
 
     Attributes:
@@ -127,14 +128,6 @@ class MixedWindowLayout:
             ]
         )
 
-    def step(self, layer: int) -> int:
-        return layer
-
-    def num_steps(self, num_layers: int) -> int:
-        return num_layers
-
-    def fixed_maps(self, batch: int, device=None) -> dict[int, torch.Tensor]:
-        return {}
 
 
 class VitDetFamily:
