@@ -36,7 +36,24 @@ def test_a_non_image_upload_is_named_in_the_message(client, tmp_path, content, m
         client.predict(gradio_client.handle_file(str(path)), "demo", api_name="/predict")
 
 
-def test_the_upload_box_is_drawn_as_an_image_box():
-    from hf_vit_rollout.app import image_input
+def test_the_upload_box_is_drawn_as_an_image_box_and_writes_no_files():
+    from pathlib import Path
 
-    assert image_input(label="image").get_block_name() == "image"
+    import hf_vit_rollout.app as app_module
+
+    assert app_module.image_input(label="image").get_block_name() == "image"
+    assert not Path(app_module.__file__).with_suffix(".pyi").exists()  # no stub written into the install
+
+
+def test_a_short_soak_with_mixed_models_methods_and_sizes_answers_like_the_explainer():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location("app_soak", root / "app_soak.py")
+    app_soak = importlib.util.module_from_spec(spec)
+    sys.modules["app_soak"] = app_soak
+    spec.loader.exec_module(app_soak)
+    counts, wrong, record = app_soak.soak(users=3, requests=4, concurrency=2, seed=3)
+    assert wrong == [] and counts["right"] > 0 and len(record["answers"]) == 12

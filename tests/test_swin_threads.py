@@ -95,3 +95,20 @@ def test_one_call_with_two_sizes_runs_each_with_its_windows(explainer):
     together = explainer(images, target=0, method="gae")
     for image, result in zip(images, together):
         np.testing.assert_allclose(result.mask, explainer(image, target=0, method="gae").mask, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_runs_a_swin_with_its_windows_and_leaves_them(explainer):
+    from hf_vit_rollout import evaluate
+
+    rng = np.random.default_rng(5)
+    large = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    expected = explainer(large, target=0, method="gae").mask
+    before = _windows(explainer)
+    report = evaluate(explainer, [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)], [0], methods=["gae"],
+                      metrics=["deletion"], progress=False)  # 16 px clamps the shifted block's windows
+    assert report.counts()["deletion"] == 1
+    assert _windows(explainer) == before
+    np.testing.assert_allclose(explainer(large, target=0, method="gae").mask, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="smaller than this model's 4×4-token windows"):
+        evaluate(explainer, [np.zeros((6, 6, 3), np.uint8)], [0], methods=["rollout"], metrics=["deletion"], progress=False)
+    assert _windows(explainer) == before

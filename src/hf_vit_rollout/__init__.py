@@ -18,6 +18,7 @@ from .errors import ExplanationWarning, InputError, NonFiniteError, TargetError,
 from .evaluation import EvaluationReport, evaluate
 from .explainer import RolloutExplainer
 from .explanation import Explanation
+from .families.video import VideoExplanation
 from .loading import DEMO_MODEL, demo_model_path
 from .methods import (
     METHODS,
@@ -76,6 +77,7 @@ __all__ = [
     "TargetError",
     "TokenLayout",
     "UnsupportedModelError",
+    "VideoExplanation",
     "attention_flow",
     "attention_rollout",
     "demo_model_path",

@@ -200,25 +200,28 @@ def image_input(**kwargs):
     """The upload box: a ``gr.Image`` (PIL) whose upload a visitor is told about when it is not an image.
 
     Gradio decodes an upload before the app's function runs; a text file or a truncated picture
-    would otherwise end in Gradio's generic "has raised an exception" message.
+    would otherwise end in Gradio's generic "has raised an exception" message. (The box's own
+    ``preprocess`` is wrapped rather than subclassed: a ``gr.Image`` subclass would be drawn by
+    another frontend component and makes Gradio write a ``.pyi`` file next to this module.)
     """
     import gradio as gr
     from PIL import UnidentifiedImageError
 
-    class ImageUpload(gr.Image):
-        is_template = True  # drawn by the frontend as its base class, a plain image box
+    box = gr.Image(type="pil", **kwargs)
+    decode = box.preprocess
 
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except gr.Error:
-                raise
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-                name = getattr(payload, "orig_name", None) or "the upload"
-                reason = "is not an image file" if isinstance(exc, UnidentifiedImageError) else f"could not be decoded ({exc})"
-                raise gr.Error(f"{name} {reason}; upload a PNG, JPEG, WebP, BMP or TIFF picture.") from None
+    def preprocess(payload):
+        try:
+            return decode(payload)
+        except gr.Error:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            name = getattr(payload, "orig_name", None) or "the upload"
+            reason = "is not an image file" if isinstance(exc, UnidentifiedImageError) else f"could not be decoded ({exc})"
+            raise gr.Error(f"{name} {reason}; upload a PNG, JPEG, WebP, BMP or TIFF picture.") from None
 
-    return ImageUpload(type="pil", **kwargs)
+    box.preprocess = preprocess
+    return box
 
 
 def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int = CONCURRENCY, max_queue: int = MAX_QUEUE):

@@ -15,10 +15,14 @@ How, for models whose attention modules dispatch through ``transformers``' ``Att
 * That switch is reference-counted per model: the first capture to enter makes it, the last to
   exit restores the saved implementations. Concurrent captures share it.
 
-Modules that choose their attention kernel when they are built (data2vec-vision) fall back to a
-forward hook that acts only for the capturing thread, with the model's configs set to ``"eager"``
-for as long as a capture is active; other threads then also run eager attention (same outputs,
-slower) during that window.
+Modules that do not dispatch through the interface fall back to a forward hook that acts only for
+the capturing thread, with the model's configs set to ``"eager"`` for as long as a capture is
+active. The hook either reads the attention from the module's output (``output_index``: Swin V2,
+which returns it under ``output_attentions=True``) or, where a family gives a function instead of
+an index (:mod:`hf_vit_rollout.families`), replaces the module's output in the capturing thread by
+that function's recomputation, which returns the probabilities it used (Data2Vec-Vision, whose
+SDPA module chose its kernel when it was built, re-runs its eager parent class; ViTDet, which
+returns only a reshaped copy, records its own softmax). Other threads keep the module's output.
 
 Eval mode: a model with modules in training mode is put in eval mode for as long as any capture is
 active (reference-counted likewise) and restored afterwards; other threads see eval mode in that
@@ -178,10 +182,24 @@ def _dispatch_attention(module, query, key, value, attention_mask, **kwargs):
     return ALL_ATTENTION_FUNCTIONS[original](module, query, key, value, attention_mask, **kwargs)
 
 
+def _dispatch_mask(*args, config=None, **kwargs):
+    """The attention mask for a switched config: the eager (additive) mask in a capturing thread,
+    else the mask of the implementation the config had before (so masked models, SigLIP 2's
+    padding, stay masked: an unregistered name would make ``transformers`` build no mask at all)."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    original = "eager" if _active_recorders() else _SWITCHES.original_implementation(config)
+    if original in (None, ATTENTION_NAME) or original not in ALL_MASK_ATTENTION_FUNCTIONS:
+        original = "eager"
+    return ALL_MASK_ATTENTION_FUNCTIONS[original](*args, config=config, **kwargs)
+
+
 def _register_attention_function() -> None:
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(ATTENTION_NAME, _dispatch_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, _dispatch_mask)
 
 
 # ---------------------------------------------------------------------------------------- per model
@@ -248,7 +266,9 @@ class AttentionCapture:
         modules_root: capture only attention modules inside this submodule (e.g. the vision tower
             of a CLIP model, whose text tower has attention modules too); default the whole model.
         attention_modules: the result of :func:`find_attention_modules` for ``modules_root``, if
-            the caller already has it (saves searching the model on every call).
+            the caller already has it (saves searching the model on every call); an entry's
+            ``output_index`` may instead be a function ``(module, args, kwargs) -> (output,
+            weights)`` that recomputes the module for the capturing thread (see above).
 
     Raises:
         CaptureError: on enter, if the model has no self-attention modules; during the forward pass,
@@ -294,7 +314,18 @@ class AttentionCapture:
         self.num_layers += 1
         self.on_attention(layer, weights)
 
-    def _hook(self, index: int):
+    def _hook(self, index):
+        if callable(index):  # a family's own recomputation: (module, args, kwargs) -> (output, weights)
+
+            def replace(module, args, kwargs, output):
+                if threading.get_ident() != self._thread:
+                    return None
+                output, weights = index(module, args, kwargs)
+                self.record(module, weights)
+                return output
+
+            return replace
+
         def hook(module, args, output):
             if threading.get_ident() != self._thread:
                 return
@@ -316,7 +347,7 @@ class AttentionCapture:
         try:
             if not self._dispatched:
                 for _, module, index in self._modules:
-                    self._handles.append(module.register_forward_hook(self._hook(index)))
+                    self._handles.append(module.register_forward_hook(self._hook(index), with_kwargs=callable(index)))
             _local.recorders = [*_active_recorders(), self]
         except BaseException:
             self._exit()

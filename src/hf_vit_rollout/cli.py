@@ -56,7 +56,9 @@ _SHELL_TERMS = [
     (re.compile(r"create the explainer with interpolate_pos_encoding=True"), "pass --interpolate-pos-encoding"),
     (re.compile(r"\bmethod='(\w+)'"), r"--method \1"),
     (re.compile(r"\(target=index\)"), "(--target INDEX)"),
-    (re.compile(r"\b(target|text|top_k|layer|head|start_layer|masks)=(?=[\s,;.)]|$)"), r"--\1"),
+    (re.compile(r"\bdetection=index\b"), "--detection INDEX"),
+    (re.compile(r"region=\(x0, y0, x1, y1\)"), "--region X0 Y0 X1 Y1"),
+    (re.compile(r"\b(target|text|top_k|layer|head|start_layer|masks|detection|min_score|region)=(?=[\s,;.)]|$)"), r"--\1"),
 ]
 
 
@@ -118,6 +120,15 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default=None, help="class label name (or index) to explain; see 'hf-vit-rollout labels'")
     parser.add_argument("--top_k", "--top-k", type=int, default=None, help="explain each of the k most probable classes")
     parser.add_argument("--text", default=None, help="image-text models (CLIP, SigLIP): explain the similarity with this text")
+    parser.add_argument("--detection", type=int, default=None, help="detection models (YOLOS): the detection token to explain")
+    parser.add_argument(
+        "--min_score", "--min-score", type=float, default=None,
+        help="detection models (YOLOS): explain every detection whose class probability is at least this",
+    )
+    parser.add_argument(
+        "--region", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
+        help="depth models (DPT): explain the mean predicted depth of this box, in image pixels (default: the whole image)",
+    )
     parser.add_argument("--layer", type=int, default=None, help="method 'attention': which layer (default -1, the last)")
     parser.add_argument("--head", type=int, default=None, help="method 'attention': which head (default: heads fused)")
     parser.add_argument("--start_layer", "--start-layer", type=int, default=None, help="methods that multiply layers: the first one multiplied in")
@@ -250,6 +261,8 @@ def _output_name(stem: str, explanation, fusion: str) -> str:
         parts.append(f"head{params['head']}")
     if params.get("start_layer"):
         parts.append(f"from{params['start_layer']}")
+    if explanation.detection is not None:  # a detection model: one file per detection
+        parts.append(f"det{explanation.detection}")
     if explanation.target is not None:
         parts.append(str(explanation.target))
     return "_".join(parts)
@@ -357,7 +370,8 @@ def run_explain(argv: list[str]) -> int:
         )
         request = explainer.request(
             target=target, top_k=args.top_k, text=args.text, progress=not args.quiet, full_resolution=args.full_resolution,
-            layer=args.layer, head=args.head, start_layer=args.start_layer,
+            layer=args.layer, head=args.head, start_layer=args.start_layer, detection=args.detection, min_score=args.min_score,
+            region=None if args.region is None else tuple(args.region),
         )
         stems = unique_stems(paths)
         # the generator drives the loop, so it runs to its end (its progress bar reaches the total)

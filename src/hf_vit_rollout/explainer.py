@@ -18,6 +18,7 @@ import torch
 from . import stages
 from .capture import refuse_inside_target
 from .errors import ExplanationWarning, TargetError, UnsupportedModelError
+from .families import family_for
 from .explanation import Explanation
 from .images import image_sources
 from .labels import label_index
@@ -111,8 +112,11 @@ class RolloutExplainer:
         self.model, self.image_processor, self.tokenizer = model, image_processor, tokenizer
         self.vision_root = model.vision_model if hasattr(model, "text_model") and hasattr(model, "vision_model") else model
         model_type = getattr(_vision_config(config), "model_type", None)
-        self.window_blocks, self.forward_kwargs, self.attention_modules = attention_setup(self.vision_root, model_type)
-        self.patch_size = _pair(_vision_config(config).patch_size)
+        self.family = family_for(config)
+        setup = self.family.attention_setup(self.vision_root) if self.family else attention_setup(self.vision_root, model_type)
+        self.window_blocks, self.forward_kwargs, self.attention_modules = setup
+        patch_size = getattr(self.family, "patch_size", None)
+        self.patch_size = patch_size(_vision_config(config)) if patch_size else _pair(_vision_config(config).patch_size)
         self.interpolate_pos_encoding = bool(interpolate_pos_encoding)
         device = check_device(device)
         if device is not None:
@@ -194,7 +198,13 @@ class RolloutExplainer:
 
     @property
     def _has_classifier(self) -> bool:
-        return hasattr(self.model, "classifier") or hasattr(self.model, "cls_classifier")
+        return any(hasattr(self.model, name) for name in ("classifier", "cls_classifier", "class_labels_classifier"))
+
+    @property
+    def is_detector(self) -> bool:
+        """Whether the model predicts boxes from detection tokens (YOLOS): ``detection=`` and
+        ``min_score=`` name what to explain."""
+        return bool(getattr(self.family, "detector", False)) and self.family.is_detector_model(self.model)
 
     @property
     def num_labels(self) -> int:
@@ -227,6 +237,41 @@ class RolloutExplainer:
     def request(self, **settings) -> ExplainRequest:
         """This explainer's defaults overridden by ``settings``, validated against the model."""
         request = self.defaults.updated(**settings)
+        name = type(self.model).__name__
+        if getattr(self.family, "has_regions", lambda model: False)(self.model):  # a dense prediction: region targets
+            given = [k for k in ("target", "text", "top_k", "detection", "min_score") if getattr(request, k) is not None]
+            if given and not (given == ["target"] and request._only_predicted()):
+                raise TargetError(
+                    f"{name} predicts a dense map (depth), not classes: explain a region of it with "
+                    f"region=(x0, y0, x1, y1) in image pixels (default: the whole image), not {given[0]}="
+                )
+            request.check_model(self.num_layers, self.num_heads)
+            return request
+        if request.region is not None:
+            raise TargetError(f"region= names a region of a dense prediction (DPT depth); {name} predicts none")
+        if self.is_detector:
+            asked = ("target", "top_k") if self.family.needs_text else ("target", "text", "top_k")
+            given = [k for k in asked if getattr(request, k) is not None]
+            if given and not (given == ["target"] and request._only_predicted()):
+                raise TargetError(
+                    f"{name} is a detector: name the detection to explain with detection=index (0 to "
+                    f"{self.family.detection_count(self) - 1}) or explain every detection above a score with "
+                    f"min_score=, not {given[0]}="
+                )
+            if self.family.needs_text and (request.text is None or self.tokenizer is None):
+                raise TargetError(
+                    f"{name} detects what text queries name: pass text=['a photo of a cat', ...] (one query or a list), "
+                    "with the checkpoint's tokenizer loaded"
+                )
+            self.family.check_target(self, request.detection)
+            request.check_model(self.num_layers, self.num_heads)
+            return request
+        if isinstance(request.text, tuple):
+            raise TargetError(f"text= takes one description for {name}; a list of queries is for open-vocabulary detectors (OWL-ViT)")
+        if request.detection is not None or request.min_score is not None:
+            raise TargetError(
+                f"detection= and min_score= name detections of a detection model (YOLOS); {name} predicts no boxes"
+            )
         if request.text is not None and (not self.is_image_text_model or self.tokenizer is None):
             raise TargetError(
                 f"text= needs an image-text model such as CLIP loaded with its tokenizer; {type(self.model).__name__} "
@@ -242,11 +287,12 @@ class RolloutExplainer:
         return request
 
     # ------------------------------------------------------------------ the model, for the stages
-    def layout(self, input_size: tuple[int, int]) -> TokenLayout | WindowedLayout:
+    def layout(self, input_size: tuple[int, int], inputs: dict | None = None) -> TokenLayout | WindowedLayout:
         """Token layout for a ``(height, width)`` model input (windowed models: from the windows
-        their blocks hold between calls, which an earlier call outside the explainer may have clamped)."""
+        their blocks hold between calls, which an earlier call outside the explainer may have clamped;
+        SigLIP 2: from ``inputs``, the batch's spatial shapes)."""
         held = held_windows(self.window_blocks) if self.window_blocks else None
-        return layout_from_config(self.model.config, input_size, held)
+        return layout_from_config(self.model.config, input_size, held, inputs)
 
     def windows_for(self, input_size: tuple[int, int]):
         """Context for forward passes of ``(height, width)`` inputs: a windowed model's blocks run
@@ -261,14 +307,21 @@ class RolloutExplainer:
         param = next(self.model.parameters())
         return pixel_values.to(device=param.device, dtype=param.dtype)
 
-    def run_model(self, pixel_values: torch.Tensor, text_inputs: dict | None = None):
-        """The forward pass: the whole image-text model with ``text_inputs``, else the vision tower."""
+    def run_model(self, pixel_values: torch.Tensor, text_inputs: dict | None = None, inputs: dict | None = None):
+        """The forward pass: the whole image-text model with ``text_inputs``, else the vision tower.
+        ``inputs``: batched model inputs besides ``pixel_values`` (SigLIP 2's mask and spatial shapes)."""
         kwargs = dict(self.forward_kwargs)  # what windowed blocks need to return their attention
+        kwargs.update({k: v.to(pixel_values.device) for k, v in (inputs or {}).items()})
+        if self.family is not None:  # what this input's forward pass needs (ViT-MAE: the identity shuffle)
+            kwargs.update(self.family.call_kwargs(self.vision_root, pixel_values))
         if self.interpolate_pos_encoding and "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters:
             kwargs["interpolate_pos_encoding"] = True
         try:
             if text_inputs:
                 inputs = {k: v.to(pixel_values.device) for k, v in text_inputs.items()}
+                tile = getattr(self.family, "tile_text", None)  # OWL-ViT: the queries for every image
+                if tile is not None:
+                    inputs = tile(inputs, pixel_values.shape[0])
                 return self.model(pixel_values=pixel_values, **inputs, **kwargs)
             return self.vision_root(pixel_values=pixel_values, **kwargs)
         except ValueError as exc:
@@ -298,10 +351,11 @@ class RolloutExplainer:
         """Tokenised ``text``; longer than the text tower takes, it is truncated with a warning."""
         limit = getattr(getattr(self.model.config, "text_config", None), "max_position_embeddings", None)
         limit = min(limit or 10**9, getattr(self.tokenizer, "model_max_length", None) or 10**9)
-        length = len(self.tokenizer(text)["input_ids"])
+        texts = [text] if isinstance(text, str) else list(text)  # a list: an open-vocabulary detector's queries
+        length = max(len(self.tokenizer(t)["input_ids"]) for t in texts)
         if length > limit:
             warnings.warn(f"text= has {length} tokens; the model takes {limit}, so it was truncated", ExplanationWarning, stacklevel=3)
-        return dict(self.tokenizer([text], padding=True, truncation=True, max_length=limit, return_tensors="pt"))
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt"))
 
     # ------------------------------------------------------------------ entry points
     def __call__(self, images, target=None, **settings) -> Explanation | list:
@@ -324,7 +378,7 @@ class RolloutExplainer:
             One :class:`Explanation` for a single image, else a list in input order (with
             ``top_k``, a list of ``k`` explanations per image).
         """
-        sources, single = image_sources(images)
+        sources, single = self._sources(images)
         results = list(self.explain_iter(sources, self.request(target=target, **settings)))
         return results[0] if single else results
 
@@ -332,6 +386,10 @@ class RolloutExplainer:
         """Explanations of ``sources`` one by one, decoding a batch at a time (memory stays flat)."""
         if request.targets_per_image and len(request.target) != len(sources):
             raise TargetError(f"got {len(request.target)} targets for {len(sources)} images; pass one target, or one per image")
+        if isinstance(request.detection, tuple) and len(request.detection) != len(sources):
+            raise TargetError(
+                f"got {len(request.detection)} detections for {len(sources)} images; pass one detection, or one per image"
+            )
         text_inputs = None if request.text is None else self.text_inputs(request.text)
         bar = None
         if request.progress and len(sources) > 1:
@@ -351,8 +409,15 @@ class RolloutExplainer:
         if bar is not None:
             bar.close()
 
+    def _sources(self, images) -> tuple[list, bool]:
+        """A call's inputs → ``(list of sources, single)``: images, or clips for a video model."""
+        sources = getattr(self.family, "sources", None)
+        return sources(images) if sources else image_sources(images)
+
     @staticmethod
     def _target_of(request: ExplainRequest, index: int):
+        if isinstance(request.detection, tuple):  # a detector's per-image detections
+            return request.detection[index]
         if request.targets_per_image:
             return request.target[index]
         return None if request.callable_target is not None else request.target
@@ -368,16 +433,17 @@ class RolloutExplainer:
         if not self.num_labels:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
         refuse_inside_target("predict()")
-        sources, _ = image_sources(images)
-        inputs = [stages.preprocess(self, s, where=f"images[{i}]").pixel_values for i, s in enumerate(sources)]
+        sources, _ = self._sources(images)
+        prepared = [stages.preprocess(self, s, where=f"images[{i}]") for i, s in enumerate(sources)]
         sizes: dict[tuple, list[int]] = {}
-        for i, x in enumerate(inputs):
-            sizes.setdefault(tuple(x.shape), []).append(i)
-        rows: list = [None] * len(inputs)
+        for i, p in enumerate(prepared):
+            sizes.setdefault(tuple(p.pixel_values.shape), []).append(i)
+        rows: list = [None] * len(prepared)
         for members in sizes.values():  # one forward pass per input size
-            pixel_values = torch.stack([inputs[i] for i in members])
+            group = [prepared[i] for i in members]
+            pixel_values = torch.stack([p.pixel_values for p in group])
             with self.windows_for(tuple(pixel_values.shape[-2:])), torch.no_grad():
-                logits = self.logits_of(self.run_model(self.on_model(pixel_values))).float()
+                logits = self.logits_of(self.run_model(self.on_model(pixel_values), inputs=stages.batch_inputs(group))).float()
             stages.check_finite(logits, "model outputs", members)
             for i, row in zip(members, logits):
                 rows[i] = row
@@ -393,8 +459,9 @@ class RolloutExplainer:
         Returns:
             ``(B, grid_h, grid_w)`` float32 raw relevance (not rescaled).
         """
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
-            raise ValueError("pixel_values must be a (B, C, H, W) tensor; use the explainer's __call__ for images")
+        shape = getattr(self.family, "input_shape", "(B, C, H, W)")  # video: (B, T, C, H, W)
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != shape.count(",") + 1:
+            raise ValueError(f"pixel_values must be a {shape} tensor; use the explainer's __call__ for images or videos")
         request = self.request(target=target, **settings)
         if request.top_k is not None:
             raise ValueError("relevance_maps gives one map per input; for top_k call it once per class (target=index)")

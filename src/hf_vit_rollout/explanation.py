@@ -56,6 +56,10 @@ class Explanation:
             without an image, e.g. from ``relevance_maps``).
         head_heatmaps: ``(heads, H, W)`` float32 per-head heat-maps, placed like ``heatmap`` (method
             ``"attention"`` only; see :meth:`plot_heads`), else ``None``.
+        detection: detection models (YOLOS): the explained detection token's index, else ``None``;
+            ``target``/``label``/``score`` are then its predicted class and probability.
+        box: detection models: that detection's box ``(x0, y0, x1, y1)`` in the image's pixels (drawn
+            by :meth:`overlay`), else ``None``.
     """
 
     image: Image.Image
@@ -70,6 +74,8 @@ class Explanation:
     params: dict[str, Any] = field(default_factory=dict)
     placement: Placement | None = field(default=None, repr=False)
     head_heatmaps: np.ndarray | None = field(default=None, repr=False)
+    detection: int | None = None
+    box: tuple[float, float, float, float] | None = None
 
     def __eq__(self, other) -> bool:
         """Equal when every field is: arrays compared element-wise, images pixel by pixel."""
@@ -78,7 +84,7 @@ class Explanation:
         arrays = ("mask", "heatmap", "token_relevance", "head_heatmaps")
         if any(not _same_array(getattr(self, a), getattr(other, a)) for a in arrays):
             return False
-        plain = ("method", "target", "label", "score", "predicted", "params", "placement")
+        plain = ("method", "target", "label", "score", "predicted", "params", "placement", "detection", "box")
         return all(getattr(self, a) == getattr(other, a) for a in plain) and _same_image(self.image, other.image)
 
     __hash__ = None  # mutable, like every dataclass with arrays
@@ -86,6 +92,8 @@ class Explanation:
     def __repr__(self) -> str:
         """One line: method, target, label, score and the shapes (never the arrays themselves)."""
         parts = [f"method={self.method!r}", f"target={self.target!r}", f"label={self.label!r}"]
+        if self.detection is not None:
+            parts.insert(1, f"detection={self.detection}")
         parts.append(f"score={self.score:.4g}" if self.score is not None else "score=None")
         if self.predicted is not None and self.predicted != self.target:
             parts.append(f"predicted={self.predicted}")
@@ -148,6 +156,8 @@ class Explanation:
                 np.save(folder / f"{name}.npy", value, allow_pickle=False)
                 arrays.append(name)
         plain = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        if self.detection is not None:
+            plain.update(detection=self.detection, box=None if self.box is None else list(self.box))
         manifest = {
             "format": SAVE_FORMAT,
             **plain,
@@ -186,10 +196,13 @@ class Explanation:
         placement = manifest["placement"]
         if placement is not None:
             placement = Placement(**{k: _tuples(v) for k, v in placement.items()})
+        box = manifest.get("box")
         return cls(
             image=image,
             placement=placement,
             params=manifest["params"],
+            detection=manifest.get("detection"),
+            box=None if box is None else tuple(box),
             **{name: manifest[name] for name in _PLAIN_FIELDS},
             **{name: arrays.get(name) for name in _ARRAY_FIELDS},
         )
@@ -204,18 +217,33 @@ class Explanation:
         """The heat-map, colour-mapped with a matplotlib ``colormap``, blended onto the image.
 
         The overlay has the heat-map's size: the image's own, or a bounded one for very large
-        images (the image is scaled down to it first, so memory stays bounded).
+        images (the image is scaled down to it first, so memory stays bounded). A detection's
+        box is drawn on it, with its label and score.
         """
         image = self.image
         height, width = self.heatmap.shape
         if image.size != (width, height):
             image = image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
-        return viz.overlay(image, self.heatmap, colormap, alpha, colorbar)  # colorbar: a bar at the right
+        blended = viz.overlay(image, self.heatmap, colormap, alpha, colorbar)  # colorbar: a bar at the right
+        if self.box is not None:
+            from PIL import ImageDraw
+
+            sx, sy = width / self.image.width, height / self.image.height
+            x0, y0, x1, y1 = self.box
+            draw = ImageDraw.Draw(blended)
+            line = max(1, round(min(width, height) / 150))
+            draw.rectangle([x0 * sx, y0 * sy, x1 * sx, y1 * sy], outline=(255, 255, 255), width=line)
+            caption = " ".join(str(p) for p in (self.label, None if self.score is None else f"{self.score:.2f}") if p is not None)
+            if caption:
+                draw.text((x0 * sx + line + 1, y0 * sy + line), caption, fill=(255, 255, 255))
+        return blended
 
     @property
     def title(self) -> str:
         """Short description: method, label and score."""
         parts = [self.method]
+        if self.detection is not None:
+            parts.append(f"detection {self.detection}")
         if self.label is not None:
             parts.append(self.label if self.target is not None else f"pred: {self.label}")
         if self.score is not None:

@@ -59,6 +59,12 @@ def resolve_source(name_or_path) -> str | Path:
 
 def check_family(config) -> None:
     """Raise :class:`UnsupportedModelError` for architectures without global self-attention."""
+    from .families import family_for
+
+    family = family_for(config)
+    if family is not None:
+        family.check(getattr(config, "vision_config", None) or config)
+        return
     try:
         layout_from_config(config, (1, 1))
     except InputError:  # an explainable family that only refuses this 1-pixel probe
@@ -80,6 +86,9 @@ def load_config(name_or_path, **hf_kwargs):
             "Pass an existing local checkpoint directory, a Hub id reachable from this machine "
             f"(offline: one already in the cache, with local_files_only=True), or {DEMO_MODEL!r}."
         ) from exc
+    for key, value in hf_kwargs.items():  # settings from_pretrained would write into the config (mask_ratio=0.0)
+        if key not in HUB_KWARGS and not key.startswith("_") and key in config.to_dict():
+            setattr(config, key, value)
     check_family(config)
     return config
 
@@ -89,12 +98,27 @@ def is_classifier(config) -> bool:
     return any("ForImageClassification" in a for a in (getattr(config, "architectures", None) or []))
 
 
+#: Parts of architecture names that load with their head, and the auto class that loads them.
+HEADS = {
+    "ForImageClassification": "AutoModelForImageClassification",
+    "ForObjectDetection": "AutoModelForObjectDetection",
+    "ForVideoClassification": "AutoModelForVideoClassification",
+    "ForDepthEstimation": "AutoModelForDepthEstimation",
+}
+
+
 def load_model(name_or_path, **hf_kwargs):
-    """The model, with its head if it was saved with one, else as a backbone (``AutoModel``)."""
-    from transformers import AutoModel, AutoModelForImageClassification
+    """The model, with its head if it was saved with one (image or video classification, object
+    detection), else as a backbone (``AutoModel``)."""
+    import transformers
 
     config = load_config(name_or_path, **hf_kwargs)
-    auto = AutoModelForImageClassification if is_classifier(config) else AutoModel
+    architectures = getattr(config, "architectures", None) or []
+    heads = [auto for part, auto in HEADS.items() if any(part in a for a in architectures)]
+    auto = getattr(transformers, heads[0] if heads else "AutoModel")
+    saved = getattr(transformers, architectures[0], None) if heads else None
+    if saved is not None and type(config) not in auto._model_mapping:  # e.g. OWL-ViT: a zero-shot detector
+        auto = saved
     return auto.from_pretrained(resolve_source(name_or_path), **hf_kwargs)
 
 
@@ -106,7 +130,7 @@ def load_processors(name_or_path, **hf_kwargs):
     hub = {k: v for k, v in hf_kwargs.items() if k in HUB_KWARGS}
     processor = AutoImageProcessor.from_pretrained(source, backend="pil", **hub)
     tokenizer = None
-    if getattr(load_config(name_or_path, **hub), "text_config", None) is not None:
+    if getattr(load_config(name_or_path, **hf_kwargs), "text_config", None) is not None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(source, **hub)

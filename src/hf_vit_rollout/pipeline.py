@@ -48,6 +48,7 @@ from .request import ExplainRequest, check_device
 TASK = "vit-explanation"
 _SETTINGS = (
     "method", "head_fusion", "discard_ratio", "target", "text", "top_k", "full_resolution", "layer", "head", "start_layer",
+    "detection", "min_score", "region",
 )
 
 
@@ -62,14 +63,22 @@ def as_result(explanation: Explanation) -> dict:
     """The pipeline's answer for one explained target: ``label``, ``score``, ``mask`` (a PIL ``"L"``
     image of the heat-map, 0-255, at the heat-map's size: the input's own, or a bounded one for
     images above :data:`~hf_vit_rollout.placement.HEATMAP_MAX_PIXELS` unless ``full_resolution``),
-    ``overlay`` (PIL RGB, the same size) and ``explanation`` (the full :class:`Explanation`)."""
-    return {
+    ``overlay`` (PIL RGB, the same size) and ``explanation`` (the full :class:`Explanation`).
+    For a detection model also ``box`` (``{"xmin", "ymin", "xmax", "ymax"}`` in the image's pixels,
+    as ``transformers``' object-detection pipeline gives it) and ``detection`` (the token index)."""
+    if hasattr(explanation, "heatmaps"):  # a video: one overlay per frame
+        return {"label": explanation.label, "score": explanation.score, "overlays": explanation.overlays(), "explanation": explanation}
+    result = {
         "label": explanation.label,
         "score": explanation.score,
         "mask": Image.fromarray(_to_uint8(explanation.heatmap), mode="L"),
         "overlay": explanation.overlay(),
         "explanation": explanation,
     }
+    if explanation.box is not None:
+        result["box"] = dict(zip(("xmin", "ymin", "xmax", "ymax"), explanation.box))
+        result["detection"] = explanation.detection
+    return result
 
 
 def _refuse_dict(item, where: str) -> None:
@@ -157,7 +166,7 @@ class ViTExplanationPipeline(Pipeline):
         results = model_outputs["results"]
         prepared, passed = results[0] if isinstance(results[0], list) else results
         explained = stages.postprocess(self.explainer, prepared, passed, request)
-        if isinstance(explained, list):  # top_k: one dict per class, most probable first
+        if isinstance(explained, list):  # top_k: one dict per class, most probable first (min_score: per detection)
             return [as_result(e) for e in explained]
         return as_result(explained)
 

@@ -103,6 +103,17 @@ def normalize_target(target):
     return _check_target_item(target, "target")
 
 
+def check_region(region) -> tuple[float, float, float, float]:
+    """A box ``(x0, y0, x1, y1)`` of four finite numbers with ``x0 < x1`` and ``y0 < y1`` → floats."""
+    values = region.tolist() if hasattr(region, "tolist") else region
+    if not isinstance(values, (list, tuple)) or len(values) != 4 or not all(_is_number(v) and math.isfinite(v) for v in values):
+        raise TargetError(f"region must be a box (x0, y0, x1, y1) of four numbers in image pixels, got {region!r}")
+    x0, y0, x1, y1 = (float(v) for v in values)
+    if not (x0 < x1 and y0 < y1):
+        raise TargetError(f"region (x0, y0, x1, y1) needs x0 < x1 and y0 < y1, got {tuple(values)}")
+    return x0, y0, x1, y1
+
+
 @dataclass(frozen=True)
 class ExplainRequest:
     """The settings of one explanation call, validated.
@@ -122,6 +133,13 @@ class ExplainRequest:
         start_layer: product methods (``rollout``, ``grad_rollout``, ``gae``,
             ``transformer_attribution``): the first layer multiplied in; ``legrad``: the first layer
             added up (default 0).
+        detection: detection models (YOLOS, OWL-ViT): the index of the detection to explain (its
+            predicted class's logit), or a tuple with one per image; default the most confident one.
+        min_score: detection models: explain every detection whose class probability is at least
+            this (in ``[0, 1]``), one explanation each. Both work with every method (rollout reads
+            the detection token's row).
+        region: dense models (DPT): the box ``(x0, y0, x1, y1)`` in image pixels whose mean
+            predicted depth is explained; default the whole image.
 
     ``layer``, ``head`` and ``start_layer`` are checked against the model's layer and head counts by
     :meth:`check_model` (the explainer calls it when it builds a request).
@@ -138,6 +156,9 @@ class ExplainRequest:
     layer: int | None = None
     head: int | None = None
     start_layer: int | None = None
+    detection: int | None = None
+    min_score: float | None = None
+    region: tuple[float, float, float, float] | None = None
 
     def __post_init__(self):
         spec = check_method(self.method)
@@ -153,6 +174,21 @@ class ExplainRequest:
                 if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
                     raise ValueError(f"{name} must be an integer (negative counts from the end), got {value!r}")
                 object.__setattr__(self, name, int(value))
+        if self.detection is not None:
+            values = self.detection.tolist() if hasattr(self.detection, "tolist") else self.detection
+            many = isinstance(values, (list, tuple))
+            for value in values if many else [values]:
+                if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+                    raise TargetError(
+                        f"detection must be the index of a detection (an integer), or a list with one per image; got {self.detection!r}"
+                    )
+            object.__setattr__(self, "detection", tuple(int(v) for v in values) if many else int(values))
+        if self.min_score is not None:
+            if not _is_number(self.min_score) or not 0.0 <= self.min_score <= 1.0:
+                raise TargetError(f"min_score must be a probability in [0, 1], got {self.min_score!r}")
+            object.__setattr__(self, "min_score", float(self.min_score))
+        if self.region is not None:
+            object.__setattr__(self, "region", check_region(self.region))
         for flag in ("progress", "full_resolution"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
@@ -160,12 +196,28 @@ class ExplainRequest:
         self._check_layer_settings(spec)
 
     def _check_combination(self, spec: MethodSpec) -> None:
-        wanted = [name for name in ("target", "text", "top_k") if getattr(self, name) is not None]
+        wanted = [name for name in ("target", "text", "top_k", "detection", "min_score", "region") if getattr(self, name) is not None]
+        detections = [name for name in wanted if name in ("detection", "min_score")]
+        others = [name for name in wanted if name not in ("detection", "min_score", "text")]  # text names detectors' queries
+        if len(wanted) > 1 and (len(detections) > 1 or (detections and others) or "region" in wanted):
+            clash = [name for name in wanted if name != "text"] if detections else wanted
+            raise TargetError(
+                f"give only one of target=, text=, top_k=, detection=, min_score= and region= (text= may name an "
+                f"open-vocabulary detector's queries beside detection= or min_score=), not both {clash[0]}= and {clash[1]}="
+            )
+        if detections:
+            wanted = detections
         if len(wanted) > 1:
             raise TargetError(f"give only one of target=, text= and top_k=, not both {wanted[0]}= and {wanted[1]}=")
-        if self.text is not None and (not isinstance(self.text, str) or not self.text.strip()):
-            raise TargetError(f"text must be a non-empty string, got {self.text!r}")
-        if wanted and not spec.needs_gradient and not self._only_predicted():
+        if isinstance(self.text, list):
+            object.__setattr__(self, "text", tuple(self.text))
+        texts = (self.text,) if isinstance(self.text, str) else self.text
+        if self.text is not None and (
+            not isinstance(texts, tuple) or not texts or not all(isinstance(t, str) and t.strip() for t in texts)
+        ):
+            raise TargetError(f"text must be a non-empty string (or, for an open-vocabulary detector, a list of them), got {self.text!r}")
+        queries = wanted == ["text"] and isinstance(self.text, tuple)  # an open-vocabulary detector's queries
+        if wanted and not queries and wanted[0] not in ("detection", "min_score", "region") and not spec.needs_gradient and not self._only_predicted():
             gradient_methods = [name for name, s in METHODS.items() if s.needs_gradient]
             raise TargetError(
                 f"method {spec.name!r} is class-agnostic and takes no {wanted[0]}; to explain a class or a text "
@@ -229,8 +281,9 @@ class ExplainRequest:
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise TypeError(f"unknown setting {key!r}{hint}; the settings are {', '.join(names)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        if any(k in given for k in ("target", "text", "top_k")):  # a new objective replaces the old one
-            given = {"target": None, "text": None, "top_k": None, **given}
+        objectives = ("target", "text", "top_k", "detection", "min_score", "region")
+        if any(k in given for k in objectives):  # a new objective replaces the old one
+            given = {**dict.fromkeys(objectives), **given}
         return replace(self, **given)
 
     def params(self) -> dict:
@@ -243,6 +296,9 @@ class ExplainRequest:
             out["start_layer"] = self.start_layer or 0
         if self.text is not None:
             out["text"] = self.text
+        for name in ("detection", "min_score", "region"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
 

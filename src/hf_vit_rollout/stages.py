@@ -49,12 +49,26 @@ class PreparedImage:
         pixel_values: ``(C, H, W)`` model input.
         placement: where the model's patches lie on ``image``.
         target: this image's target as given (index, label name or ``None``), resolved in ``forward``.
+        inputs: model inputs besides ``pixel_values``, unbatched (SigLIP 2's mask and spatial
+            shape), or ``None``.
     """
 
     image: Image.Image
     pixel_values: torch.Tensor
     placement: Placement
     target: int | str | None = None
+    inputs: dict | None = None
+
+
+def batch_inputs(batch: list[PreparedImage]) -> dict | None:
+    """The images' extra model inputs stacked into a batch (``None`` when they have none)."""
+    if not batch or batch[0].inputs is None:
+        return None
+    return {name: torch.stack([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+
+
+def _one(inputs: dict | None) -> dict | None:
+    return None if inputs is None else {k: v[None] for k, v in inputs.items()}
 
 
 @dataclass
@@ -70,6 +84,9 @@ class ImagePass:
 
 def preprocess(explainer, source, target=None, where: str = "image") -> PreparedImage:
     """Load and process one image (see :func:`~hf_vit_rollout.images.load_image` for inputs)."""
+    family = getattr(explainer, "family", None)
+    if hasattr(family, "prepare"):  # not one image, or not one (C, H, W) tensor (SigLIP 2, video)
+        return family.prepare(explainer, source, target, where)
     image = load_image(source, where)
     processor = explainer.image_processor
     try:
@@ -130,6 +147,37 @@ def _objectives(explainer, outputs, batch: list[PreparedImage], request: Explain
     return [(layers.gather(2, index[None, :, None].expand(stacked, -1, 1)).reshape(-1), chosen)]
 
 
+def _detections(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest, layout):
+    """Detection models: ``[(scores (B,), explained, output rows (B, N))]``, one per rank.
+
+    Rank ``r`` holds each image's ``r``-th chosen detection (:meth:`YolosFamily.choose`); an image
+    with fewer detections repeats a filler (its first, or detection 0) whose ``explained`` entry is
+    ``None``, dropped in ``postprocess``. Each rank's score is the logit of the detection's class.
+    """
+    per_image = isinstance(request.detection, tuple)  # one per image: it rides with its image as its target
+    wanted = [p.target if per_image else request.detection for p in batch]
+    chosen = explainer.family.choose(outputs, wanted, request.min_score)
+    ranks = []
+    rows = torch.arange(len(batch), device=outputs.logits.device)
+    for rank in range(max((len(c) for c in chosen), default=0)):
+        picked = [c[rank] if rank < len(c) else (c[0] if c else None) for c in chosen]
+        index = torch.tensor([p.index if p else 0 for p in picked], device=rows.device)
+        label = torch.tensor([p.label if p else 0 for p in picked], device=rows.device)
+        explained = [c[rank] if rank < len(c) else None for c in chosen]
+        ranks.append((outputs.logits[rows, index, label], explained, layout.detection_weights(index)))
+    return ranks
+
+
+def _ranked_rows(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest, layout):
+    """Objectives that come with their own output rows (detections, dense regions), else ``None``."""
+    if explainer.is_detector:
+        return _detections(explainer, outputs, batch, request, layout)
+    family = getattr(explainer, "family", None)
+    if not getattr(family, "has_regions", lambda model: False)(explainer.model):
+        return None
+    return family.objectives(explainer, outputs, batch, request, layout)
+
+
 def _output_numbers(explainer, outputs) -> torch.Tensor | None:
     """The tensor of ``outputs`` whose rows are the images' results: the logits (``logits_per_image``
     for image-text models), else the pooled or last hidden state of a backbone."""
@@ -188,6 +236,9 @@ class _Folds:
                 "multiplies per-layer maps, adds them up or reads the input relevance (rollout, grad_rollout, gae, "
                 "transformer_attribution, attnlrp, cp_lrp, libragrad, legrad)"
             )
+        refused = getattr(layout, "refused_combines", {}).get(self.spec.combine)
+        if refused:
+            raise ValueError(f"method {self.spec.name!r} is not available here: {refused}")
         if layout.hierarchical and request.start_layer:
             raise ValueError(
                 "start_layer= is not supported for windowed models (Swin): their chain changes tokens between "
@@ -234,8 +285,8 @@ class _Folds:
             return
         frozen = attention.detach()
         if combine == "layer":
-            if layer == self.layer:
-                self.folds[-1]["layer"] = frozen
+            if layer == self.layer:  # a layout with windows gives the layer's (B, H, N, N) map
+                self.folds[-1]["layer"] = getattr(self.layout, "full_attention", lambda _, a: a)(layer, frozen)
             return
         if not needs & {"attention_gradient", "attention_relevance"}:
             self.store(layer, frozen, None)
@@ -359,7 +410,8 @@ def forward(
 def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs, positions: list[int]) -> list[ImagePass]:
     """:func:`forward` for images of one input size: one forward pass."""
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
-    layout = explainer.layout(tuple(pixel_values.shape[-2:]))
+    inputs = batch_inputs(batch)
+    layout = explainer.layout(tuple(pixel_values.shape[-2:]), inputs)
     weights = layout.output_weights(device=pixel_values.device)
     folds = _Folds(layout, request, weights, explainer.rollout_buffer_mib, len(batch), explainer.num_layers)
     needs_gradient = request.spec.needs_gradient
@@ -372,16 +424,22 @@ def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainReq
             if needs_gradient:
                 pixel_values = pixel_values.detach().requires_grad_(True)
             try:
-                outputs = explainer.run_model(pixel_values, text_inputs)
+                outputs = explainer.run_model(pixel_values, text_inputs, inputs)
                 check_finite(_output_numbers(explainer, outputs), "model outputs", positions, stacked)
+                detections = _ranked_rows(explainer, outputs, batch, request, layout)
                 if needs_gradient:
-                    objectives = _objectives(explainer, outputs, batch, request, stacked)
-                    for rank, (scores, _) in enumerate(objectives):
+                    if detections is not None:
+                        objectives = detections
+                    else:
+                        objectives = [(s, e, None) for s, e in _objectives(explainer, outputs, batch, request, stacked)]
+                    for rank, (scores, _, rows) in enumerate(objectives):
                         check_finite(scores, "explained scores", positions, stacked)
                         if rank:
                             folds.new_fold()
+                        if rows is not None and isinstance(folds.folds[-1], ChainFold):
+                            folds.folds[-1].output_weights = rows  # this rank's detection tokens
                         folds.backward(scores, capture.num_layers, retain_graph=rank < len(objectives) - 1)
-                    objectives = [(None, explained) for _, explained in objectives]
+                    objectives = [(None, explained) for _, explained, _ in objectives]
             finally:  # the graph's hooks refer to the folds: break the cycle through the C++ graph
                 folds.first_attention.clear()
                 folds.readout_maps.clear()
@@ -389,12 +447,26 @@ def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainReq
             num_layers = capture.num_layers
     if num_layers == 0:
         raise CaptureError(f"no attention layer ran in {type(explainer.model).__name__}'s forward pass")
-    relevance = torch.stack([folds.relevance(f, num_layers, request.progress) for f in folds.folds], 1).detach().float().cpu()
+    if detections is not None and not needs_gradient:  # rollout: each detection's row of one product
+        rows = []
+        for _, _, weights in detections:
+            folds.folds[0].output_weights = weights
+            rows.append(folds.relevance(folds.folds[0], num_layers, request.progress))
+        objectives = [(None, explained) for _, explained, _ in detections]
+        relevance = torch.stack(rows, 1) if rows else torch.zeros(len(batch), 0, layout.num_tokens)
+    elif detections == []:  # no image has a detection above min_score
+        relevance = torch.zeros(len(batch), 0, layout.num_tokens)
+    else:
+        relevance = torch.stack([folds.relevance(f, num_layers, request.progress) for f in folds.folds], 1)
+    relevance = relevance.detach().float().cpu()
     check_finite(relevance, "relevance maps", positions)
     heads = folds.heads()
     heads = None if heads is None else heads.detach().float().cpu()
     check_finite(heads, "per-head maps", positions)
-    explained = list(zip(*[e for _, e in objectives])) if needs_gradient else [(None,)] * len(batch)
+    if detections is not None:
+        explained = list(zip(*[e for _, e in objectives])) if detections else [()] * len(batch)
+    else:
+        explained = list(zip(*[e for _, e in objectives])) if needs_gradient else [(None,)] * len(batch)
     logits = explainer.logits_of(outputs, required=False)
     logits = None if logits is None else logits[-len(batch) :]  # a layer readout stacks every layer's rows first
     probabilities = None if logits is None else explainer.probabilities(logits.detach().float()).cpu().numpy()
@@ -425,7 +497,15 @@ def _mask(patch: np.ndarray, index: int) -> np.ndarray:
 
 def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
     """One :class:`Explanation` per explained target of one image (a list when ``top_k`` is set)."""
-    layout = explainer.layout(tuple(prepared.pixel_values.shape[-2:]))
+    family = getattr(explainer, "family", None)
+    if hasattr(family, "results"):  # results of another kind (video, dense regions)
+        return family.results(explainer, prepared, passed, request, index)
+    return standard_results(explainer, prepared, passed, request, index)
+
+
+def standard_results(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
+    """:func:`postprocess` for images: one :class:`Explanation` per explained target."""
+    layout = explainer.layout(tuple(prepared.pixel_values.shape[-2:]), _one(prepared.inputs))
     patches = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
     size = prepared.placement.output_size(request.full_resolution)
     probabilities = passed.probabilities
@@ -434,6 +514,8 @@ def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: 
     if passed.heads is not None:
         head_patches = layout.patch_relevance(passed.heads).clamp(min=0).numpy()
         head_heatmaps = np.stack([prepared.placement.heatmap(_mask(p, index), size) for p in head_patches])
+    if getattr(explainer, "is_detector", False):
+        return _detection_results(explainer, prepared, passed, request, patches, size, index)
     results = []
     for rank, target in enumerate(passed.explained):
         mask = _mask(patches[rank], index)
@@ -455,3 +537,35 @@ def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: 
             )
         )
     return results if request.top_k is not None else results[0]
+
+
+def _detection_results(explainer, prepared, passed, request, patches, size, index):
+    """One :class:`Explanation` per explained detection (a list with ``min_score``, else the one)."""
+    results = []
+    input_size = tuple(prepared.pixel_values.shape[-2:])
+    for rank, found in enumerate(passed.explained):
+        if found is None:  # a filler rank of a batch whose other images had more detections
+            continue
+        mask = _mask(patches[rank], index)
+        results.append(
+            Explanation(
+                image=prepared.image,
+                mask=mask,
+                heatmap=prepared.placement.heatmap(mask, size),
+                method=request.method,
+                target=found.label,
+                label=explainer.family.label_name(explainer, request, found.label),
+                score=found.score,
+                predicted=found.label,
+                token_relevance=passed.relevance[rank].numpy(),
+                params=request.params(),
+                placement=prepared.placement,
+                detection=found.index,
+                box=explainer.family.image_box(found.box, prepared.placement, input_size),
+            )
+        )
+    if request.min_score is not None:
+        if not results:
+            logger.info("image %d: no detection scores at least %s", index, request.min_score)
+        return results
+    return results[0]

@@ -39,12 +39,9 @@ _FAMILIES: dict[str, tuple[bool, int, str]] = {
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "swin2sr": "Swin2SR restores images (its output is an image, not a prediction over classes or tokens)",
     "dinat": "DiNAT uses neighborhood attention (a sliding window per token, natten kernels), not windows that fold",
-    "vitdet": "ViTDet is a detection backbone mixing window and global attention blocks; its windows are not folded yet",
     "focalnet": "FocalNet mixes tokens by focal modulation, not attention",
-    "hiera": "Hiera pools queries inside its attention (mask-unit attention), so its maps do not chain token by token",
     "pvt": "PVT uses spatial-reduction attention whose keys are a pooled grid, not the tokens",
     "pvt_v2": "PVT v2 uses spatial-reduction attention whose keys are a pooled grid, not the tokens",
-    "vit_mae": "ViT-MAE shuffles and masks patches at random in its forward pass, so tokens do not keep image positions",
     "levit": "LeViT shrinks the token grid between stages, so attention maps of different layers do not chain",
     "mobilevit": "MobileViT attends within unfolded local patches, not globally over tokens",
     "mobilevitv2": "MobileViT V2 uses separable linear attention with no token-to-token map",
@@ -59,20 +56,28 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
 
 def supported_model_types() -> list[str]:
     """``model_type`` values the explainer knows the token layout of."""
-    return sorted([*_FAMILIES, *WINDOWED_FAMILIES])
+    from .families import registered_model_types
+
+    return sorted({*_FAMILIES, *WINDOWED_FAMILIES, *registered_model_types()})
 
 
-def layout_from_config(config, image_size: tuple[int, int], held: list[tuple[int, int]] | None = None):
+def layout_from_config(config, image_size: tuple[int, int], held: list[tuple[int, int]] | None = None, inputs: dict | None = None):
     """The token layout of any supported family: a :class:`TokenLayout`, or a
     :class:`~hf_vit_rollout.window_layout.WindowedLayout` for windowed, hierarchical models (Swin).
 
     Args:
         held: for windowed models, the ``(window_size, shift_size)`` their blocks hold now.
+        inputs: per-image model inputs besides ``pixel_values`` (SigLIP 2), batched.
 
     Raises:
         ValueError: for a ``model_type`` whose layout is unknown or unsupported.
     """
+    from .families import family_for
+
     vision = _vision_config(config)
+    family = family_for(vision)
+    if family is not None:  # the families package (hf_vit_rollout.families) knows this one
+        return family.layout(vision, image_size, held, inputs)
     if getattr(vision, "model_type", None) in WINDOWED_FAMILIES:
         return WindowedLayout.from_config(vision, image_size, held)
     return TokenLayout.from_config(config, image_size)
@@ -88,8 +93,24 @@ def _pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
+class OneStepPerLayer:
+    """The chain of a layout whose every attention layer is one step and that knows no map before the
+    forward pass: the part of the stages' questions that global-attention layouts answer alike."""
+
+    def step(self, layer: int) -> int:
+        """Chain step of attention layer ``layer`` (every layer is one step)."""
+        return layer
+
+    def num_steps(self, num_layers: int) -> int:
+        return num_layers
+
+    def fixed_maps(self, batch: int, device=None) -> dict[int, torch.Tensor]:
+        """Maps known before the forward pass (none)."""
+        return {}
+
+
 @dataclass(frozen=True)
-class TokenLayout:
+class TokenLayout(OneStepPerLayer):
     """Where the patches are in the token sequence.
 
     Attributes:
@@ -122,8 +143,7 @@ class TokenLayout:
             raise ValueError(f"{model_type!r} models are not supported: {UNSUPPORTED_FAMILIES[model_type]}")
         if model_type not in _FAMILIES:
             raise ValueError(
-                f"unknown model type {model_type!r}: attention rollout supports global-attention ViTs "
-                f"({', '.join(sorted(_FAMILIES))}) and windowed ones ({', '.join(WINDOWED_FAMILIES)})"
+                f"unknown model type {model_type!r}: attention rollout supports {', '.join(supported_model_types())}"
             )
         has_cls, extra, pooling = _FAMILIES[model_type]
         if model_type == "beit" or model_type == "data2vec-vision":
@@ -173,13 +193,3 @@ class TokenLayout:
         """Layer ``layer``'s ``(B, N, N)`` factor: ``method_map(attention, grad, *settings, cls_index)``."""
         return method_map(attention, grad, *settings, self.cls_index)
 
-    def step(self, layer: int) -> int:
-        """Chain step of attention layer ``layer`` (every layer is one step)."""
-        return layer
-
-    def num_steps(self, num_layers: int) -> int:
-        return num_layers
-
-    def fixed_maps(self, batch: int, device=None) -> dict[int, torch.Tensor]:
-        """Maps known before the forward pass (none for a global-attention ViT)."""
-        return {}

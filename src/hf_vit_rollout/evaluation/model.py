@@ -28,6 +28,7 @@ class FrameScorer:
 
     def __init__(self, explainer, batch_size: int):
         self.model = explainer.model
+        self.explainer = explainer
         self.batch_size = batch_size
         self.count = 0
         wants = getattr(explainer, "interpolate_pos_encoding", False)
@@ -37,7 +38,8 @@ class FrameScorer:
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(K, C, H, W)`` → ``(K, num_labels)`` float logits on the CPU (no gradient)."""
         param = next(self.model.parameters())
-        with torch.no_grad():
+        # a Swin's windows for this input size, shared only with calls that clamp them alike
+        with self.explainer.windows_for(tuple(pixel_values.shape[-2:])), torch.no_grad():
             logits = self.model(pixel_values=pixel_values.to(param.device, param.dtype), **self.kwargs).logits
         self.count += pixel_values.shape[0]
         return logits.float().cpu()

@@ -1,0 +1,207 @@
+"""Dense heads: DPT and Depth Anything depth estimation, explained for a region of their output.
+
+``DepthAnythingForDepthEstimation`` has the same shape of neck and head over a DINOv2 backbone
+(``[CLS, registers, patches]``); it predicts relative inverse depth (larger is nearer), so there the
+explained score is the mean of that.
+
+``DPTForDepthEstimation`` (ViT backbone, ``is_hybrid=False``) runs a ViT over ``[CLS, patches]``;
+its neck reassembles the token states of several layers into feature maps at their patches'
+places, and the head upsamples them to a depth map ``predicted_depth (B, H_d, W_d)`` covering the
+model input. A *region target* asks "why is this region predicted at this depth?":
+
+* **Region**: ``region=(x0, y0, x1, y1)`` in the original image's pixels (default: the whole
+  image). Depth pixels whose centres fall inside it, mapped through the same
+  :class:`~hf_vit_rollout.placement.Placement` as the heat-maps, form the region; a region outside
+  the image, or where the processor's crop left no pixel the model saw, is an error naming the
+  valid range.
+* **Explained score**: the mean predicted depth over the region (DPT predicts depth; a larger value
+  is farther). Gradient methods back-propagate it.
+* **Output row**: the neck puts every token back at its patch's place, so the chain's output row
+  is uniform over the patch tokens whose centres lie in the region (the patch under the region's
+  centre if the region is smaller than a patch). Rollout reads that row of its product.
+* Methods: the product ones and the input-relevance ones; ``flow``, ``attention`` and ``legrad``
+  take one output row for the whole batch and are refused. Hybrid DPT (a BiT convolutional
+  backbone) is refused: its tokens are not patches of the image.
+* ``DPTForDepthEstimation`` takes square inputs only (its reassembly assumes a square grid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import TargetError, UnsupportedModelError
+from ..tokens import TokenLayout, _pair
+
+_ONE_ROW = (
+    "a region target explains its own output row per image, and {what} takes one output row for the whole "
+    "batch; use rollout, grad_rollout, gae, transformer_attribution, attnlrp or cp_lrp"
+)
+
+
+@dataclass(frozen=True)
+class DenseLayout(TokenLayout):
+    """``[CLS, patches]`` with per-image region rows (see the module docstring)."""
+
+    refused_combines: ClassVar[dict] = {
+        "flow": _ONE_ROW.format(what="attention flow"),
+        "layer": _ONE_ROW.format(what="the raw-attention method"),
+        "sum": _ONE_ROW.format(what="LeGrad"),
+    }
+
+
+@dataclass(frozen=True)
+class RegionTarget:
+    """One explained region: its box in image pixels and the mean predicted depth over it."""
+
+    box: tuple[float, float, float, float]
+    value: float
+
+
+def _image_to_input(placement, x, y):
+    """Original-image pixel coordinates → model-input coordinates."""
+    width, height = placement.image_size
+    res_h, res_w = placement.resized
+    top, left = placement.offset
+    return x * res_w / width - left, y * res_h / height - top
+
+
+class DenseFamily:
+    model_types = ("dpt", "depth_anything")
+    refused = False
+
+    @staticmethod
+    def _encoder(config):
+        """The config of the ViT that makes the tokens (Depth Anything: its DINOv2 backbone)."""
+        return getattr(config, "backbone_config", None) if config.model_type == "depth_anything" else config
+
+    def patch_size(self, config) -> tuple[int, int]:
+        return _pair(self._encoder(config).patch_size)
+
+    def check(self, config) -> None:
+        if config.model_type == "depth_anything":
+            backbone = getattr(config, "backbone_config", None)
+            kind = getattr(backbone, "model_type", None)
+            if getattr(config, "use_timm_backbone", False) or kind not in ("dinov2", "dinov2_with_registers"):
+                raise UnsupportedModelError(
+                    f"this Depth Anything checkpoint's backbone is {kind or 'a timm model'!r}; only DINOv2 backbones "
+                    "(dinov2, dinov2_with_registers) are explained"
+                )
+            return
+        if getattr(config, "is_hybrid", False):
+            raise UnsupportedModelError(
+                "this DPT checkpoint is hybrid (is_hybrid=True): a BiT convolutional backbone makes its tokens, so "
+                "they are not patches of the image and attention maps over them do not place on it"
+            )
+
+    def layout(self, config, image_size, held=None, inputs=None) -> DenseLayout:
+        encoder = self._encoder(config)
+        patch_h, patch_w = _pair(encoder.patch_size)
+        grid = (int(image_size[0]) // patch_h, int(image_size[1]) // patch_w)
+        prefix = 1 + int(getattr(encoder, "num_register_tokens", 0) or 0)
+        return DenseLayout(num_prefix_tokens=prefix, grid_size=grid, cls_index=0, pooling="region")
+
+    def attention_setup(self, vision_root):
+        from ..window_capture import attention_setup
+
+        return attention_setup(vision_root, vision_root.config.model_type)
+
+    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
+        return {}
+
+    @staticmethod
+    def has_regions(model) -> bool:
+        """Whether ``model`` has a depth head (``DPTForDepthEstimation``; ``DPTModel`` is a backbone)."""
+        return hasattr(model, "head") and hasattr(model, "neck")
+
+    # ----------------------------------------------------------------- region targets
+    def _region_masks(self, box, placement, input_size, depth_size, where):
+        """``(H_d, W_d)`` bool mask of the depth pixels in ``box``, and ``(h, w)`` of its patch cells."""
+        in_h, in_w = input_size
+        if placement is None:  # relevance_maps: the box is in model-input pixels
+            width, height = in_w, in_h
+            to_input = lambda x, y: (x, y)  # noqa: E731
+        else:
+            width, height = placement.image_size
+            to_input = lambda x, y: _image_to_input(placement, x, y)  # noqa: E731
+        if box is None:
+            box = (0.0, 0.0, float(width), float(height))
+        x0, y0, x1, y1 = box
+        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+            raise TargetError(
+                f"region {tuple(box)} lies outside {where}: x must overlap [0, {width}] and y [0, {height}] (image pixels)"
+            )
+        (ix0, iy0), (ix1, iy1) = to_input(x0, y0), to_input(x1, y1)
+        dep_h, dep_w = depth_size
+        ys = (np.arange(dep_h) + 0.5) * in_h / dep_h
+        xs = (np.arange(dep_w) + 0.5) * in_w / dep_w
+        depth_mask = ((ys >= iy0) & (ys < iy1))[:, None] & ((xs >= ix0) & (xs < ix1))[None, :]
+        if not depth_mask.any():
+            raise TargetError(
+                f"region {tuple(box)} of {where} covers no pixel the model saw (the processor's crop left none "
+                "inside it, or it is thinner than one depth pixel); give a larger region, or one inside the crop"
+            )
+        return depth_mask, (ix0, iy0, ix1, iy1)
+
+    def objectives(self, explainer, outputs, batch, request, layout):
+        """``[(scores (B,), explained, rows (B, N))]``: one rank, each image's region."""
+        depth = outputs.predicted_depth
+        if depth.dim() == 4:
+            depth = depth.squeeze(1)
+        input_size = tuple(batch[0].pixel_values.shape[-2:])
+        patch_h, patch_w = explainer.patch_size
+        gh, gw = layout.grid_size
+        rows = torch.zeros(len(batch), layout.num_tokens, device=depth.device)
+        masks, explained = [], []
+        for b, prepared in enumerate(batch):
+            where = f"images[{b}]" if prepared.placement is not None else f"pixel_values[{b}]"
+            mask, (ix0, iy0, ix1, iy1) = self._region_masks(request.region, prepared.placement, input_size, depth.shape[-2:], where)
+            masks.append(torch.from_numpy(mask))
+            cy, cx = (np.arange(gh) + 0.5) * patch_h, (np.arange(gw) + 0.5) * patch_w
+            cells = ((cy >= iy0) & (cy < iy1))[:, None] & ((cx >= ix0) & (cx < ix1))[None, :]
+            if not cells.any():  # smaller than a patch: the patch under its centre
+                r = int(np.clip(((iy0 + iy1) / 2) // patch_h, 0, gh - 1))
+                c = int(np.clip(((ix0 + ix1) / 2) // patch_w, 0, gw - 1))
+                cells[r, c] = True
+            flat = torch.from_numpy(cells.reshape(-1)).to(depth.device)
+            rows[b, layout.num_prefix_tokens :][flat] = 1.0 / int(flat.sum())
+        masks = torch.stack(masks).to(depth.device, depth.dtype)
+        scores = (depth * masks).sum((1, 2)) / masks.sum((1, 2))
+        for b, prepared in enumerate(batch):
+            box = request.region
+            if box is None and prepared.placement is not None:
+                box = (0.0, 0.0, *map(float, prepared.placement.image_size))
+            explained.append(RegionTarget(box, float(scores[b].detach())))
+        return [(scores, explained, rows)]
+
+    def results(self, explainer, prepared, passed, request, index):
+        """One :class:`~hf_vit_rollout.Explanation` per image: ``score`` the region's mean depth,
+        ``box`` the region (drawn by ``overlay``)."""
+        from ..explanation import Explanation
+        from ..stages import _mask, standard_results
+
+        if not self.has_regions(explainer.model):
+            return standard_results(explainer, prepared, passed, request, index)
+
+        layout = self.layout(explainer.model.config, tuple(prepared.pixel_values.shape[-2:]))
+        region = passed.explained[0]
+        mask = _mask(layout.patch_relevance(passed.relevance).clamp(min=0).numpy()[0], index)
+        size = prepared.placement.output_size(request.full_resolution)
+        return Explanation(
+            image=prepared.image,
+            mask=mask,
+            heatmap=prepared.placement.heatmap(mask, size),
+            method=request.method,
+            label="mean depth",
+            score=region.value,
+            token_relevance=passed.relevance[0].numpy(),
+            params=request.params(),
+            placement=prepared.placement,
+            box=region.box,
+        )
+
+
+FAMILIES = (DenseFamily(),)

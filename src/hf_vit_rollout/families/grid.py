@@ -1,0 +1,118 @@
+"""Global-attention ViTs that need more than the shared table of :mod:`hf_vit_rollout.tokens`.
+
+Both keep the ViT token layout (a class token, then the patches in row-major order) and every
+method works on them as on a ViT; what differs is how their attention is recorded or how their
+forward pass must be called.
+
+* **Data2Vec-Vision** (``Data2VecVisionModel``, ``...ForImageClassification``): its attention
+  module picks its kernel (SDPA or eager) when the model is built, so switching the config does
+  not change it and the SDPA module returns no maps. The capture re-runs, for its own thread only,
+  the eager parent class's forward on the same module (same weights, same relative position bias)
+  and uses that output and its probabilities; other threads keep the SDPA output. The model is
+  never rebuilt or reloaded. The explained output is the class token, or the mean of the patch
+  tokens when the config says ``use_mean_pooling`` (as for BEiT).
+* **ViT-MAE encoders** (``ViTMAEModel``; a ``ViTMAEForPreTraining`` checkpoint loads as its
+  encoder): the embedding shuffles the patches by ``argsort(noise)`` and keeps the first
+  ``(1 - mask_ratio)`` of them. With ``mask_ratio = 0`` every patch is kept; the explainer passes
+  ``noise = 0, 1, ..., L-1`` so the order is the identity and token ``1 + k`` is patch ``k``.
+  A checkpoint with ``mask_ratio > 0`` (the pre-training setting, 0.75) drops patches in every
+  forward pass and is refused; load it with ``mask_ratio=0.0``. The explained output is the class
+  token (``ViTMAEModel`` has no pooler; give a callable target to explain something else).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from ..errors import UnsupportedModelError
+from ..tokens import TokenLayout, _pair
+
+
+class _GridFamily:
+    """Defaults shared by the global-grid families: the ViT layout, the model's own attention modules."""
+
+    model_types: tuple[str, ...] = ()
+    refused = False
+
+    def check(self, config) -> None:
+        """Raise :class:`UnsupportedModelError` for a variant that cannot be explained."""
+
+    def layout(self, config, image_size, held=None, inputs=None) -> TokenLayout:
+        return TokenLayout.from_config(config, image_size)
+
+    def attention_setup(self, vision_root):
+        from ..window_capture import attention_setup
+
+        return attention_setup(vision_root, self.model_types[0])
+
+    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
+        return {}
+
+
+# ------------------------------------------------------------------------------ Data2Vec-Vision
+def _data2vec_eager(module, args, kwargs):
+    """The eager forward of a Data2Vec-Vision self-attention module, with its probabilities."""
+    from transformers.models.data2vec.modeling_data2vec_vision import Data2VecVisionSelfAttention
+
+    bound = inspect.signature(Data2VecVisionSelfAttention.forward).bind(module, *args, **kwargs)
+    bound.arguments["output_attentions"] = True
+    output = Data2VecVisionSelfAttention.forward(*bound.args, **bound.kwargs)
+    return output, output[1]
+
+
+class Data2VecVisionFamily(_GridFamily):
+    model_types = ("data2vec-vision",)
+
+    def attention_setup(self, vision_root):
+        """Every self-attention module, recorded by re-running its eager forward (see the module docstring)."""
+        from transformers.models.data2vec.modeling_data2vec_vision import Data2VecVisionSelfAttention
+
+        modules = [
+            (name, module, _data2vec_eager)
+            for name, module in vision_root.named_modules()
+            if isinstance(module, Data2VecVisionSelfAttention)
+        ]
+        if not modules:
+            raise UnsupportedModelError(f"{type(vision_root).__name__} has no Data2Vec-Vision self-attention modules")
+        return [], {}, modules
+
+
+# ------------------------------------------------------------------------------ ViT-MAE
+class ViTMAEFamily(_GridFamily):
+    model_types = ("vit_mae",)
+
+    def check(self, config) -> None:
+        ratio = float(getattr(config, "mask_ratio", 0.0) or 0.0)
+        if ratio > 0:
+            raise UnsupportedModelError(
+                f"this ViT-MAE checkpoint has mask_ratio={ratio}: its forward pass drops {ratio:.0%} of the patches "
+                "at random (the masked pre-training forward), so there is no whole image to explain. Load its "
+                "encoder without masking: RolloutExplainer.from_pretrained(path, mask_ratio=0.0)"
+            )
+
+    def layout(self, config, image_size, held=None, inputs=None) -> TokenLayout:
+        vision = getattr(config, "vision_config", None) or config
+        patch_h, patch_w = _pair(vision.patch_size)
+        grid = (int(image_size[0]) // patch_h, int(image_size[1]) // patch_w)
+        return TokenLayout(num_prefix_tokens=1, grid_size=grid, cls_index=0, pooling="cls")
+
+    def attention_setup(self, vision_root):
+        if hasattr(vision_root, "decoder"):  # ViTMAEForPreTraining passed as a loaded model
+            raise UnsupportedModelError(
+                f"{type(vision_root).__name__} runs the masked pre-training forward (encoder, then a decoder that "
+                "reconstructs the masked patches); explain its encoder instead: RolloutExplainer(model.vit, processor)"
+                " with model.config.mask_ratio = 0.0"
+            )
+        return super().attention_setup(vision_root)
+
+    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
+        """``noise = 0 ... L-1`` for every image: the patch shuffle becomes the identity."""
+        layout = self.layout(vision_root.config, tuple(pixel_values.shape[-2:]))
+        count = layout.grid_size[0] * layout.grid_size[1]
+        noise = torch.arange(count, device=pixel_values.device, dtype=torch.float32)
+        return {"noise": noise.expand(pixel_values.shape[0], -1)}
+
+
+FAMILIES = (Data2VecVisionFamily(), ViTMAEFamily())

@@ -1,0 +1,183 @@
+"""DPT depth estimation: region targets over ``predicted_depth``, one map per image.
+
+Rollout and GAE are checked against a hand computation from a reference copy loaded with
+``attn_implementation="eager"``: its ``output_attentions``, their retained gradients for the mean
+predicted depth over the region, and the chain's row averaged over the region's patch tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers as T
+
+from hf_vit_rollout import RolloutExplainer, TargetError, UnsupportedModelError
+
+DPT = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
+           backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 8, 8], fusion_hidden_size=8,
+           reassemble_factors=[4, 2, 1, 0.5], head_in_index=-1)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dpt")
+    torch.manual_seed(0)
+    model = T.DPTForDepthEstimation(T.DPTConfig(**DPT))
+    with torch.no_grad():  # a depth head whose output (after its ReLU) is not all zero
+        for p in model.head.parameters():
+            p.normal_(0, 0.5)
+        model.head.head[-2].bias.fill_(1.0)
+    model.save_pretrained(path)
+    T.DPTImageProcessorPil(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(path)
+    return str(path)
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, s, dtype=np.uint8) for s in [(40, 60, 3), (48, 48, 3)]]
+
+
+# region (x0, y0, x1, y1) in the 60 × 40 image: resized to 32 × 32, it is input x < 16, y < 16, which is
+# depth pixels [:32, :32] of the 64 × 64 map and patches (0..1, 0..1) of the 4 × 4 grid.
+REGION = (0, 0, 30, 20)
+
+
+def _hand(folder, pixels, method):
+    ref = T.DPTForDepthEstimation.from_pretrained(folder, attn_implementation="eager").eval()
+    out = ref(pixels, output_attentions=True)
+    for a in out.attentions:
+        a.retain_grad()
+    assert out.predicted_depth.shape[-2:] == (64, 64)
+    score = out.predicted_depth[:, :32, :32].mean((1, 2))
+    assert (score > 0).all()
+    score.sum().backward()
+    n = out.attentions[0].shape[-1]
+    w = torch.zeros(n)
+    for r in (0, 1):
+        for c in (0, 1):
+            w[1 + r * 4 + c] = 0.25
+    chain = torch.eye(n).expand(pixels.shape[0], n, n)
+    for a in out.attentions:
+        if method == "rollout":
+            m = a.detach().mean(1) + torch.eye(n)
+            chain = (m / m.sum(-1, keepdim=True)) @ chain
+        else:
+            chain = chain + (a.detach() * a.grad).clamp(min=0).mean(1) @ chain
+    return w @ chain, score.detach()
+
+
+@pytest.mark.parametrize("method", ["rollout", "gae"])
+def test_region_map_equals_a_hand_computation(folder, method):
+    explainer = RolloutExplainer.from_pretrained(folder)
+    image = _images()[0]
+    pixels = explainer.image_processor(images=image, return_tensors="pt")["pixel_values"]
+    expected, score = _hand(folder, pixels, method)
+    got = explainer(image, method=method, region=REGION, **({"discard_ratio": 0.0} if method == "rollout" else {}))
+    np.testing.assert_allclose(got.token_relevance, expected[0].numpy(), rtol=1e-4, atol=1e-6)
+    assert got.score == pytest.approx(float(score[0]), rel=1e-5) and got.label == "mean depth"
+    assert got.box == REGION
+
+
+def test_default_region_is_the_whole_image_and_batches_do_not_mix(folder):
+    explainer = RolloutExplainer.from_pretrained(folder)
+    images = _images()
+    together = explainer(images, method="gae")
+    for image, one in zip(images, together):
+        alone = explainer(image, method="gae")
+        np.testing.assert_allclose(alone.token_relevance, one.token_relevance, rtol=1e-5, atol=1e-7)
+        assert one.box == (0.0, 0.0, float(image.shape[1]), float(image.shape[0]))
+    pixels = explainer.image_processor(images=images[0], return_tensors="pt")["pixel_values"]
+    ref = T.DPTForDepthEstimation.from_pretrained(folder).eval()
+    with torch.no_grad():
+        assert together[0].score == pytest.approx(float(ref(pixels).predicted_depth.mean()), rel=1e-5)
+
+
+def test_bad_regions_and_targets_get_specific_errors(folder, tmp_path):
+    explainer = RolloutExplainer.from_pretrained(folder)
+    image = _images()[0]
+    with pytest.raises(TargetError, match=r"lies outside images\[0\]: x must overlap \[0, 60\] and y \[0, 40\]"):
+        explainer(image, method="gae", region=(100, 100, 120, 130))
+    with pytest.raises(TargetError, match="covers no pixel the model saw"):
+        explainer(image, method="gae", region=(5, 5, 5.01, 5.01))
+    with pytest.raises(TargetError, match=r"needs x0 < x1 and y0 < y1"):
+        explainer(image, region=(10, 10, 5, 20))
+    with pytest.raises(TargetError, match=r"predicts a dense map \(depth\), not classes: explain a region"):
+        explainer(image, target=1, method="gae")
+    with pytest.raises(ValueError, match="a region target explains its own output row"):
+        explainer(image, method="flow")
+    hybrid = T.DPTConfig(**{**DPT, "is_hybrid": True})
+    hybrid.save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedModelError, match="hybrid"):
+        RolloutExplainer.from_pretrained(str(tmp_path))
+
+
+def test_model_state_is_restored_and_the_pipeline_and_cli_agree(folder, tmp_path, capsys):
+    from PIL import Image
+
+    from hf_vit_rollout.cli import main
+    from hf_vit_rollout.pipeline import pipeline
+
+    explainer = RolloutExplainer.from_pretrained(folder)
+    model = explainer.model
+    before = [(m.config._attn_implementation if hasattr(m, "config") else None, m.training) for m in model.modules()]
+    with torch.no_grad():  # transformers adds its own output-recording hooks at the first forward pass
+        model(explainer.image_processor(images=_images()[0], return_tensors="pt")["pixel_values"])
+    hooks = sum(len(m._forward_hooks) for m in model.modules())
+    with pytest.raises(TargetError):
+        explainer(_images()[0], method="gae", region=(100, 100, 120, 130))
+    direct = explainer(_images()[0], method="gae", region=REGION)
+    assert [(m.config._attn_implementation if hasattr(m, "config") else None, m.training) for m in model.modules()] == before
+    assert sum(len(m._forward_hooks) for m in model.modules()) == hooks
+    result = pipeline(model=folder, method="gae")(Image.fromarray(_images()[0]), region=REGION)
+    np.testing.assert_allclose(result["explanation"].mask, direct.mask, rtol=1e-5)
+    path = tmp_path / "room.png"
+    Image.fromarray(_images()[0]).save(path)
+    assert main([str(path), "--model", folder, "--method", "gae", "--region", "0", "0", "30", "20",
+                 "--save-maps", "--out", str(tmp_path / "out")]) == 0
+    (saved,) = (tmp_path / "out").glob("*.npy")
+    np.testing.assert_allclose(np.load(saved), direct.heatmap, rtol=1e-5, atol=1e-6)
+    assert main([str(path), "--model", folder, "--region", "100", "100", "120", "130", "--out", str(tmp_path / "o2")]) != 0
+    assert "lies outside" in capsys.readouterr().err
+
+
+def test_depth_anything_region_map_equals_a_hand_computation(tmp_path):
+    torch.manual_seed(0)
+    backbone = T.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                              image_size=28, patch_size=7, out_indices=[1, 2], reshape_hidden_states=False)
+    config = T.DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 8], fusion_hidden_size=8,
+                                   head_hidden_size=8, reassemble_hidden_size=32, reassemble_factors=[2, 1], patch_size=7)
+    model = T.DepthAnythingForDepthEstimation(config)
+    with torch.no_grad():
+        model.head.conv3.bias.fill_(1.0)
+    model.save_pretrained(tmp_path)
+    T.DPTImageProcessorPil(size={"height": 28, "width": 42}, keep_aspect_ratio=False).save_pretrained(tmp_path)
+    explainer = RolloutExplainer.from_pretrained(str(tmp_path))
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    # input 28 × 42 (4 × 6 patches of 7 px); region x < 30, y < 20 of the 60 × 40 image = input x < 21, y < 14
+    pixels = explainer.image_processor(images=image, return_tensors="pt")["pixel_values"]
+    ref = T.DepthAnythingForDepthEstimation.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
+    out = ref(pixels, output_attentions=True)
+    for a in out.attentions:
+        a.retain_grad()
+    depth = out.predicted_depth
+    dh, dw = depth.shape[-2:]
+    ys, xs = (torch.arange(dh) + 0.5) * 28 / dh, (torch.arange(dw) + 0.5) * 42 / dw
+    inside = ((ys < 14)[:, None] & (xs < 21)[None, :]).float()
+    score = (depth * inside).sum((1, 2)) / inside.sum()
+    score.sum().backward()
+    n = out.attentions[0].shape[-1]
+    w = torch.zeros(n)
+    for r in (0, 1):
+        for c in (0, 1, 2):
+            w[1 + r * 6 + c] = 1 / 6
+    rollout, gae = torch.eye(n), torch.eye(n)
+    for a in out.attentions:
+        m = a[0].detach().mean(0) + torch.eye(n)
+        rollout = (m / m.sum(-1, keepdim=True)) @ rollout
+        gae = gae + (a[0].detach() * a.grad[0]).clamp(min=0).mean(0) @ gae
+    got = explainer(image, method="rollout", discard_ratio=0.0, region=REGION)
+    np.testing.assert_allclose(got.token_relevance, (w @ rollout).numpy(), rtol=1e-4, atol=1e-6)
+    got = explainer(image, method="gae", region=REGION)
+    np.testing.assert_allclose(got.token_relevance, (w @ gae).numpy(), rtol=1e-4, atol=1e-6)
+    assert got.score == pytest.approx(float(score[0].detach()), rel=1e-5) and got.mask.shape == (4, 6)
