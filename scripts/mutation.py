@@ -254,7 +254,7 @@ def main(argv=None) -> int:
     mutants = {module: mutants_of(module) for module in modules}
     if args.survivors:
         earlier = {(m["module"], m["site"], m["variant"]) for m in json.loads(Path(args.survivors).read_text())
-                   if m["status"] == "survived"}
+                   if m["status"] in args.status.split(",")}
         modules = [module for module in modules if any(e[0] == module for e in earlier)]
         mutants = {module: [m for m in mutants[module] if (module, m.site, m.variant) in earlier] for module in modules}
     if args.sample:

@@ -358,3 +358,15 @@ def test_a_score_of_exactly_zero_has_zero_relevance(demo):
     assert float(result.scores[0]) == 0.0
     assert torch.count_nonzero(result.token_relevance[0]) == 0
     assert result.token_relevance[1].abs().sum() > 0
+
+
+def test_the_identity_rule_passes_relevance_unchanged_and_nothing_through_a_zero_input():
+    """``R_x = R_y`` element by element; an input that is exactly 0 gets density 0 (not NaN)."""
+    from hf_vit_rollout.lrp.rules import identity
+
+    x = torch.tensor([[-1.5, 0.0, 0.7, 1.0]], dtype=torch.float64)
+    y = torch.nn.functional.gelu(x)
+    grad = torch.tensor([[0.3, 2.0, -0.4, 1.1]], dtype=torch.float64)
+    (density,) = identity(grad, y, x)
+    assert torch.isfinite(density).all() and density[0, 1] == 0
+    torch.testing.assert_close(x * density, torch.where(x == 0, 0.0, y * grad))

@@ -135,3 +135,20 @@ def test_libragrad_equals_its_definition(case):
     for target in (0, 1):
         ours = explainer(image, method="libragrad", target=target)
         _close(ours.token_relevance, ref.libragrad(weights, pixels, target))
+
+
+@pytest.mark.parametrize("method", ["gae", "transformer_attribution", "attnlrp"])
+def test_a_frozen_model_is_explained_as_it_is(case, method):
+    """Parameters with ``requires_grad=False`` (a frozen model) give the same maps: the gradient
+    comes from the input side."""
+    explainer, weights, image, pixels = case
+    parameters = list(explainer.model.parameters())
+    try:
+        for p in parameters:
+            p.requires_grad_(False)
+        ours = explainer(image, method=method, target=1)
+    finally:
+        for p in parameters:
+            p.requires_grad_(True)
+    reference = {"gae": ref.gae, "transformer_attribution": ref.transformer_attribution, "attnlrp": ref.attnlrp}[method]
+    _close(ours.token_relevance, reference(weights, pixels, 1))
