@@ -187,3 +187,37 @@ def test_a_video_model_is_refused_with_what_to_do(choice, folders):
     with pytest.raises(gr.Error, match=r"is a video model \(VideoMAEForVideoClassification\): it explains clips of 4 frames"):
         explain(choice, _image(), folders["video"], BASE)
     assert top_predictions(choice, _image(), folders["video"]) == {}
+
+
+def test_the_served_app_passes_every_setting_through(folders, tmp_path):
+    """The running server's ``/explain_all``: each widget reaches the explainer in its place."""
+    gradio_client = pytest.importorskip("gradio_client")
+    import socket
+
+    from hf_vit_rollout.app import launch_kwargs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app((folders["yolos"], folders["owlvit"], folders["dpt"]))
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    image = tmp_path / "street.png"
+    _image().save(image)
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+
+        def ask(model, min_score=0.5, detection=ALL_DETECTIONS, queries="", region=(None,) * 4):
+            return client.predict(gradio_client.handle_file(str(image)), model, "gae", "mean", 0.0, "predicted class", 1, "all (fused)",
+                                  0, min_score, detection, queries, *region, api_name="/explain_all")
+
+        overlay, caption, gallery = ask(folders["yolos"], detection="3")
+        want = RolloutExplainer.from_pretrained(folders["yolos"])(_image(), method="gae", detection=3)
+        assert np.array_equal(_pixels(overlay), np.asarray(display_overlay(want).convert("RGB"))) and len(gallery) == 1
+        overlay, caption, gallery = ask(folders["owlvit"], min_score=0.5, queries="a cat, a dog")
+        want = RolloutExplainer.from_pretrained(folders["owlvit"])(_image(), method="gae", text=QUERIES, min_score=0.5)
+        assert len(gallery) == len(want) and np.array_equal(_pixels(overlay), np.asarray(display_overlay(want[0]).convert("RGB")))
+        overlay, caption, gallery = ask(folders["dpt"], region=(0, 0, 30, 20))
+        want = RolloutExplainer.from_pretrained(folders["dpt"])(_image(), method="gae", region=(0, 0, 30, 20))
+        assert np.array_equal(_pixels(overlay), np.asarray(display_overlay(want).convert("RGB"))) and "(0, 0, 30, 20)" in caption
+    finally:
+        app.close()

@@ -369,7 +369,7 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
                                           visible="min_score" in extra)
                     detection = gr.Dropdown(detection_choices(first) or [ALL_DETECTIONS], value=ALL_DETECTIONS, label="detection",
                                             elem_id="detection", visible="detection" in extra)
-                queries = gr.Textbox(label="text queries (comma-separated)", placeholder="a cat, a remote control", elem_id="queries",
+                queries = gr.Textbox("", label="text queries (comma-separated)", placeholder="a cat, a remote control", elem_id="queries",
                                      visible="queries" in extra)
                 with gr.Row(visible="region" in extra, elem_id="region") as region_row:
                     region = [gr.Number(label=f"region {name} (px)", elem_id=f"region-{name}") for name in ("x0", "y0", "x1", "y1")]
@@ -429,7 +429,8 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
         button.click(on_explain_all, inputs, [overlay, caption, gallery], api_name="explain_all")
         hidden = gr.Button(visible=False)
         hidden.click(on_predict, [image, model_box], predictions, api_name="predict")
-        hidden.click(on_explain, inputs, [overlay, caption], api_name="explain")  # one overlay and its caption
+        # the API's one overlay and caption, with the image settings only (explain_all takes every setting)
+        hidden.click(on_explain, inputs[:9], [overlay, caption], api_name="explain")
     app.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     return app
 
