@@ -104,11 +104,12 @@ def _pixels(path) -> np.ndarray:
 def test_detection_and_region_controls_are_shown_only_for_the_models_that_take_them(choice, folders):
     shown = {name: model_settings(choice.explainer(folder)) for name, folder in folders.items()}
     assert shown == {"yolos": ("min_score", "detection"), "owlvit": ("min_score", "detection", "queries"),
-                     "dpt": ("region",), "video": ()}
+                     "dpt": ("region",), "video": ("clip",)}
     assert model_settings(choice.explainer("demo")) == ()
-    names = ("min score", "detection", "queries", "region", "gallery", "target class")
+    names = ("min score", "detection", "queries", "region", "gallery", "target class", "clip")
     for model, visible in [("demo", {"target class"}), (folders["yolos"], {"min score", "detection", "gallery"}),
-                           (folders["owlvit"], {"min score", "detection", "queries", "gallery"}), (folders["dpt"], {"region"})]:
+                           (folders["owlvit"], {"min score", "detection", "queries", "gallery"}), (folders["dpt"], {"region"}),
+                           (folders["video"], {"clip", "gallery"})]:
         updates = dict(zip(names, model_updates(choice.explainer(model))))
         assert {n for n, u in updates.items() if u["visible"]} == visible, model
     detections = model_updates(choice.explainer(folders["yolos"]))[1]["choices"]
@@ -183,9 +184,32 @@ def test_a_depth_model_explains_the_region_given(choice, folders):
         explain(choice, image, folders["dpt"], {**BASE, "region": (100, 100, 120, 130)})
 
 
-def test_a_video_model_is_refused_with_what_to_do(choice, folders):
-    with pytest.raises(gr.Error, match=r"is a video model \(VideoMAEForVideoClassification\): it explains clips of 4 frames"):
+def test_a_video_model_explains_an_animated_gif(choice, folders, tmp_path):
+    from PIL import ImageSequence
+
+    from hf_vit_rollout.app import _enlarged
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)) for _ in range(7)]
+    gif = tmp_path / "clip.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with Image.open(gif) as clip:  # what the GIF holds: frames 0, 2, 4, 6 of 7 are taken
+        held = [f.convert("RGB") for f in ImageSequence.Iterator(clip)]
+    want = RolloutExplainer.from_pretrained(folders["video"])([held[i] for i in (0, 2, 4, 6)], method="gae")
+    path, caption, gallery = explain_all(choice, None, folders["video"], {**BASE, "clip": str(gif), "min_score": 0.3})
+    assert caption == want.title and len(gallery) == 4
+    for (shown, line), overlay, i in zip(gallery, want.overlays(), range(4)):
+        assert np.array_equal(_pixels(shown), np.asarray(_enlarged(overlay))) and line == f"frame {i} (tubelet {i // 2})"
+    with Image.open(path) as animated:
+        assert animated.format == "GIF" and animated.n_frames == 4 and animated.size == _enlarged(want.overlays()[0]).size
+    with pytest.raises(gr.Error, match=r"is a video model \(VideoMAEForVideoClassification\) and explains clips of 4 frames: upload"):
         explain(choice, _image(), folders["video"], BASE)
+    frames[0].save(gif, save_all=True, append_images=frames[1:2], duration=100, loop=0)
+    with pytest.raises(gr.Error, match=r"the clip has 2 frames; this model takes 4"):
+        explain(choice, None, folders["video"], {**BASE, "clip": str(gif)})
+    gif.write_text("not a gif")
+    with pytest.raises(gr.Error, match="could not be read as an animated GIF"):
+        explain(choice, None, folders["video"], {**BASE, "clip": str(gif)})
     assert top_predictions(choice, _image(), folders["video"]) == {}
 
 
@@ -199,16 +223,16 @@ def test_the_served_app_passes_every_setting_through(folders, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = build_app((folders["yolos"], folders["owlvit"], folders["dpt"]))
+    app = build_app((folders["yolos"], folders["owlvit"], folders["dpt"], folders["video"]))
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     image = tmp_path / "street.png"
     _image().save(image)
     try:
         client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
 
-        def ask(model, min_score=0.5, detection=ALL_DETECTIONS, queries="", region=(None,) * 4):
+        def ask(model, min_score=0.5, detection=ALL_DETECTIONS, queries="", region=(None,) * 4, clip=None):
             return client.predict(gradio_client.handle_file(str(image)), model, "gae", "mean", 0.0, "predicted class", 1, "all (fused)",
-                                  0, min_score, detection, queries, *region, api_name="/explain_all")
+                                  0, min_score, detection, queries, *region, clip, api_name="/explain_all")
 
         overlay, caption, gallery = ask(folders["yolos"], detection="3")
         want = RolloutExplainer.from_pretrained(folders["yolos"])(_image(), method="gae", detection=3)
@@ -219,5 +243,10 @@ def test_the_served_app_passes_every_setting_through(folders, tmp_path):
         overlay, caption, gallery = ask(folders["dpt"], region=(0, 0, 30, 20))
         want = RolloutExplainer.from_pretrained(folders["dpt"])(_image(), method="gae", region=(0, 0, 30, 20))
         assert np.array_equal(_pixels(overlay), np.asarray(display_overlay(want).convert("RGB"))) and "(0, 0, 30, 20)" in caption
+        frames = [_image(), _image().transpose(Image.FLIP_LEFT_RIGHT)] * 2
+        frames[0].save(tmp_path / "clip.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+        overlay, caption, gallery = ask(folders["video"], clip=gradio_client.handle_file(str(tmp_path / "clip.gif")))
+        with Image.open(overlay) as animated:
+            assert animated.n_frames == 4 and len(gallery) == 4 and caption.startswith("gae")
     finally:
         app.close()

@@ -113,7 +113,7 @@ MODEL_SETTINGS = {
     "detector": ("min_score", "detection"),
     "text_detector": ("min_score", "detection", "queries"),
     "dense": ("region",),
-    "video": (),
+    "video": ("clip",),
 }
 #: The detection dropdown's choice for "every detection scoring at least the min score".
 ALL_DETECTIONS = "every detection above min score"
@@ -172,17 +172,14 @@ def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap
     """
     import gradio as gr
 
-    if image is None:
-        raise gr.Error("Upload an image or pick an example first.")
     explainer = choice.explainer(model)
     kind = model_kind(explainer)
-    if kind == "video":
-        raise gr.Error(
-            f"{model!r} is a video model ({type(explainer.model).__name__}): it explains clips of "
-            f"{explainer.model.config.num_frames} frames, and this app takes one image. Explain a clip from Python "
-            "(RolloutExplainer or the pipeline with a (T, H, W, 3) array or a list of frames)."
-        )
     settings = dict(settings)
+    if kind == "video":
+        return _explain_clip(choice, explainer, model, settings, colormap)
+    settings.pop("clip", None)
+    if image is None:
+        raise gr.Error("Upload an image or pick an example first.")
     target = settings.pop("target", None)
     chosen = None if target in (None, "", PREDICTED) or kind != "image" else target
     if chosen is not None and settings.get("method") in METHODS and not METHODS[settings["method"]].needs_gradient:
@@ -214,6 +211,52 @@ def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap
     caption = "\n".join([f"{found[0].method} · {len(found)} detection{'s' if len(found) > 1 else ''} (the first shown):",
                           *(_detection_line(e) for e in found)])
     return gallery[0][0], caption, gallery
+
+
+def clip_frames(path, num_frames: int, where: str = "the clip") -> list:
+    """An animated GIF's frames (RGB), ``num_frames`` of them evenly spaced from first to last.
+
+    Raises:
+        InputError: not a readable GIF, or fewer frames than ``num_frames``.
+    """
+    import numpy as np
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as clip:
+            frames = [frame.convert("RGB") for frame in ImageSequence.Iterator(clip)]
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{where} could not be read as an animated GIF ({exc}); upload a GIF") from None
+    if len(frames) < num_frames:
+        raise InputError(
+            f"{where} has {len(frames)} frame{'s' if len(frames) != 1 else ''}; this model takes {num_frames}: "
+            f"upload an animated GIF of at least {num_frames} frames (that many are taken, evenly spaced)"
+        )
+    return [frames[i] for i in np.linspace(0, len(frames) - 1, num_frames).round().astype(int)]
+
+
+def _explain_clip(choice: ModelChoice, explainer, model: str, settings: dict, colormap: str):
+    """A video model's explanation for the UI: ``(animated overlay GIF path, caption, per-frame overlays)``."""
+    import gradio as gr
+
+    clip = settings.pop("clip", None)
+    frames = int(explainer.model.config.num_frames)
+    if clip is None:
+        raise gr.Error(
+            f"{model!r} is a video model ({type(explainer.model).__name__}) and explains clips of {frames} frames: "
+            f"upload one as an animated GIF in the clip box ({frames} frames are taken from it, evenly spaced)."
+        )
+    for name in ("target", "layer", "head", "start_layer", "min_score", "detection", "queries", "region"):
+        settings.pop(name, None)
+    try:
+        explanation = explainer(clip_frames(getattr(clip, "name", clip), frames), **settings)
+    except (InputError, TargetError, UnsupportedModelError, ValueError, TypeError, OSError) as exc:
+        raise gr.Error(str(exc)) from None
+    overlays = explanation.overlays(colormap)
+    gif = choice.files.save_gif(overlays)
+    gallery = [(choice.files.save(_enlarged(o)), f"frame {i} (tubelet {i // explanation.tubelet_size})")
+               for i, o in enumerate(overlays)]
+    return gif, explanation.title, gallery
 
 
 def _detection_line(explanation) -> str:
@@ -265,15 +308,27 @@ class OverlayFiles:
         atexit.register(shutil.rmtree, self.folder, True)
 
     def save(self, image) -> str:
-        import hashlib
         import io
-        import os
-        import tempfile
 
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
-        data = buffer.getvalue()
-        path = self.folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+        return self._write(buffer.getvalue(), ".png")
+
+    def save_gif(self, frames: list, duration_ms: int = 200) -> str:
+        """``frames`` (PIL images) as a looping animated GIF; returns its path."""
+        import io
+
+        buffer = io.BytesIO()
+        frames = [_enlarged(f) for f in frames]
+        frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+        return self._write(buffer.getvalue(), ".gif")
+
+    def _write(self, data: bytes, suffix: str) -> str:
+        import hashlib
+        import os
+        import tempfile
+
+        path = self.folder / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
         if not path.exists():
             fd, staging = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
             with os.fdopen(fd, "wb") as handle:
@@ -287,11 +342,15 @@ def display_overlay(explanation, colormap: str = "jet"):
     (nearest neighbour, so patches stay sharp), with a colour bar."""
     from .viz import add_colorbar
 
-    shown = explanation.overlay(colormap)
+    return add_colorbar(_enlarged(explanation.overlay(colormap)), colormap)
+
+
+def _enlarged(shown):
+    """``shown`` scaled up (nearest neighbour) to :data:`DISPLAY_SIZE` if it is smaller."""
     if max(shown.size) < DISPLAY_SIZE:
         scale = DISPLAY_SIZE / max(shown.size)
         shown = shown.resize((round(shown.width * scale), round(shown.height * scale)), resample=0)
-    return add_colorbar(shown, colormap)
+    return shown
 
 
 #: Small inputs (the demo's 64 px) fill the image boxes instead of showing at their own size.
@@ -371,6 +430,7 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
                                             elem_id="detection", visible="detection" in extra)
                 queries = gr.Textbox("", label="text queries (comma-separated)", placeholder="a cat, a remote control", elem_id="queries",
                                      visible="queries" in extra)
+                clip = gr.File(label="clip (an animated GIF)", file_types=[".gif"], elem_id="clip", visible="clip" in extra)
                 with gr.Row(visible="region" in extra, elem_id="region") as region_row:
                     region = [gr.Number(label=f"region {name} (px)", elem_id=f"region-{name}") for name in ("x0", "y0", "x1", "y1")]
                 button = gr.Button("Explain", variant="primary", elem_id="explain")
@@ -378,7 +438,8 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
                 overlay = gr.Image(type="filepath", label="overlay", elem_id="overlay", interactive=False, height=320, format="png")
                 caption = gr.Textbox(label="explanation", elem_id="caption")
                 predictions = gr.Label(num_top_classes=5, label="predictions", elem_id="predictions")
-                gallery = gr.Gallery(label="every explained detection", elem_id="detections", visible="detection" in extra, columns=3)
+                gallery = gr.Gallery(label="every explained detection, or every frame", elem_id="detections",
+                                     visible="detection" in extra or "clip" in extra, columns=3)
         examples = [str(p) for p in example_images()]
         if examples:
             gr.Examples(examples, inputs=image)
@@ -411,10 +472,11 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
             )
 
         def on_explain_all(img, model_id, method_name, fusion, ratio, target_name, layer_index=None, head_index=None, start=None,
-                           score=None, detection_index=None, texts=None, x0=None, y0=None, x1=None, y1=None):
+                           score=None, detection_index=None, texts=None, x0=None, y0=None, x1=None, y1=None, clip_file=None):
             settings = {"method": method_name, "head_fusion": fusion, "discard_ratio": ratio, "target": target_name,
                         "layer": layer_index, "head": head_index, "start_layer": start, "min_score": score,
-                        "detection": detection_index, "queries": texts, "region": (x0, y0, x1, y1)}
+                        "detection": detection_index, "queries": texts, "region": (x0, y0, x1, y1),
+                        "clip": clip_file}
             return explain_all(choice, img, model_id, settings)
 
         def on_explain(*values):
@@ -422,10 +484,10 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
 
         image.change(on_image, [image, model_box], [target, predictions], api_name="predictions")
         method.change(on_method, method, [discard_ratio, layer, head, start_layer], api_name=False)
-        model_box.change(on_model, model_box, [layer, head, start_layer, min_score, detection, queries, region_row, gallery, target],
+        model_box.change(on_model, model_box, [layer, head, start_layer, min_score, detection, queries, region_row, gallery, target, clip],
                          api_name=False)
         inputs = [image, model_box, method, head_fusion, discard_ratio, target, layer, head, start_layer, min_score, detection,
-                  queries, *region]
+                  queries, *region, clip]
         button.click(on_explain_all, inputs, [overlay, caption, gallery], api_name="explain_all")
         hidden = gr.Button(visible=False)
         hidden.click(on_predict, [image, model_box], predictions, api_name="predict")
@@ -437,7 +499,7 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
 
 def model_updates(explainer) -> tuple:
     """Gradio updates for the model settings' widgets (min score, detection, queries, the region's row,
-    the gallery, the target class) when ``explainer``'s model is chosen: each shown only if it takes it."""
+    the gallery, the target class, the clip) when ``explainer``'s model is chosen: each shown only if it takes it."""
     import gradio as gr
 
     taken = model_settings(explainer)
@@ -446,8 +508,9 @@ def model_updates(explainer) -> tuple:
         gr.update(choices=detection_choices(explainer) or [ALL_DETECTIONS], value=ALL_DETECTIONS, visible="detection" in taken),
         gr.update(visible="queries" in taken),
         gr.update(visible="region" in taken),
-        gr.update(visible="detection" in taken, value=None),
+        gr.update(visible="detection" in taken or "clip" in taken, value=None),
         gr.update(visible=model_kind(explainer) == "image"),
+        gr.update(visible="clip" in taken),
     )
 
 
