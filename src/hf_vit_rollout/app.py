@@ -12,6 +12,10 @@ the others (see :mod:`hf_vit_rollout.capture`). Uploads above ``--max-upload-mb`
 the server with a message, and decoded images are capped at
 :data:`~hf_vit_rollout.images.MAX_PIXELS`.
 
+The controls follow the chosen model (:func:`model_settings`): detectors (YOLOS, OWL-ViT) get a min
+score, a detection choice, text queries for OWL-ViT and a gallery of every explained detection; depth
+models (DPT, Depth Anything) a region box; video models (VideoMAE, ViViT) a clip box for an animated GIF.
+
 Needs the optional extra: ``pip install "hf-vit-rollout[app]"``.
 """
 
