@@ -20,7 +20,7 @@ fuzz_doors = importlib.util.module_from_spec(_spec)
 sys.modules["fuzz_doors"] = fuzz_doors  # its dataclasses look their module up
 _spec.loader.exec_module(fuzz_doors)
 
-EXAMPLES = {"explainer": 30, "pipeline": 30, "cli": 30, "app": 30, "evaluate": 30, "explain_dataset": 30}
+EXAMPLES = {"explainer": 25, "pipeline": 20, "cli": 40, "app": 20, "evaluate": 20, "explain_dataset": 20}
 
 
 @pytest.fixture(scope="module")
