@@ -128,7 +128,7 @@ DEFAULT_MIN_SCORE = 0.5
 def model_kind(explainer) -> str:
     """What the app asks for this model: ``"image"`` (a class), ``"detector"`` (YOLOS: a detection),
     ``"text_detector"`` (OWL-ViT: a detection among text queries), ``"dense"`` (DPT, Depth Anything: a
-    region) or ``"video"`` (VideoMAE, ViViT: a clip, which the app does not take)."""
+    region) or ``"video"`` (VideoMAE, ViViT: a clip, uploaded as an animated GIF)."""
     family = explainer.family
     if getattr(family, "sources", None) is not None:
         return "video"
@@ -141,7 +141,7 @@ def model_kind(explainer) -> str:
 
 def model_settings(explainer) -> tuple[str, ...]:
     """The model settings the UI shows for ``explainer``: some of ``min_score``, ``detection``,
-    ``queries`` and ``region`` (see :data:`MODEL_SETTINGS`)."""
+    ``queries``, ``region`` and ``clip`` (see :data:`MODEL_SETTINGS`)."""
     return MODEL_SETTINGS[model_kind(explainer)]
 
 
@@ -162,8 +162,9 @@ def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap
     """The explanations for the UI: ``(overlay PNG path, caption, gallery)``.
 
     ``gallery`` is ``[(overlay PNG path, caption), ...]``, one per explained detection, most confident
-    first (empty for models that are not detectors); the overlay is the first of them, with its box
-    drawn, and the caption names every detection (label, score, box).
+    first (empty for image and depth models); the overlay is the first of them, with its box
+    drawn, and the caption names every detection (label, score, box). For a video model the overlay
+    is an animated GIF and ``gallery`` holds one overlay per frame.
 
     Args:
         settings: ``method``, ``head_fusion``, ``discard_ratio`` and ``target`` (a label from the
@@ -172,7 +173,8 @@ def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap
             that take them (:func:`method_settings`); and ``min_score``, ``detection`` (an index or
             :data:`ALL_DETECTIONS`), ``queries`` (text queries, one per line or comma-separated) and
             ``region`` (``(x0, y0, x1, y1)`` in image pixels, or all empty for the whole image), used
-            only by the models that take them (:func:`model_settings`).
+            only by the models that take them (:func:`model_settings`); ``clip``, a video model's
+            animated GIF (a path), explained instead of ``image``.
     """
     import gradio as gr
 
