@@ -12,6 +12,10 @@ the others (see :mod:`hf_vit_rollout.capture`). Uploads above ``--max-upload-mb`
 the server with a message, and decoded images are capped at
 :data:`~hf_vit_rollout.images.MAX_PIXELS`.
 
+The controls follow the chosen model (:func:`model_settings`): detectors (YOLOS, OWL-ViT) get a min
+score, a detection choice, text queries for OWL-ViT and a gallery of every explained detection; depth
+models (DPT, Depth Anything) a region box; video models (VideoMAE, ViViT) a clip box for an animated GIF.
+
 Needs the optional extra: ``pip install "hf-vit-rollout[app]"``.
 """
 
@@ -79,12 +83,13 @@ class ModelChoice:
 
 
 def top_predictions(choice: ModelChoice, image, model: str, k: int = 5) -> dict[str, float]:
-    """``{label: probability}`` of the model's top ``k`` classes for ``image`` (empty for backbones)."""
+    """``{label: probability}`` of the model's top ``k`` classes for ``image`` (empty for backbones,
+    detectors, dense and video models)."""
     import gradio as gr
     import torch
 
     explainer = choice.explainer(model)
-    if image is None or not explainer.num_labels:
+    if image is None or not explainer.num_labels or model_kind(explainer) != "image":
         return {}
     try:
         probabilities = explainer.predict(image)[0]
@@ -106,23 +111,83 @@ def method_settings(method: str) -> tuple[str, ...]:
     return LAYER_SETTINGS.get(spec.combine, ()) if spec is not None else ()
 
 
+#: Per-model settings the UI shows only for the models that take them (by :func:`model_kind`).
+MODEL_SETTINGS = {
+    "image": (),
+    "detector": ("min_score", "detection"),
+    "text_detector": ("min_score", "detection", "queries"),
+    "dense": ("region",),
+    "video": ("clip",),
+}
+#: The detection dropdown's choice for "every detection scoring at least the min score".
+ALL_DETECTIONS = "every detection above min score"
+#: The min-score slider's starting value.
+DEFAULT_MIN_SCORE = 0.5
+
+
+def model_kind(explainer) -> str:
+    """What the app asks for this model: ``"image"`` (a class), ``"detector"`` (YOLOS: a detection),
+    ``"text_detector"`` (OWL-ViT: a detection among text queries), ``"dense"`` (DPT, Depth Anything: a
+    region) or ``"video"`` (VideoMAE, ViViT: a clip, uploaded as an animated GIF)."""
+    family = explainer.family
+    if getattr(family, "sources", None) is not None:
+        return "video"
+    if explainer.is_detector:
+        return "text_detector" if family.needs_text else "detector"
+    if getattr(family, "has_regions", lambda model: False)(explainer.model):
+        return "dense"
+    return "image"
+
+
+def model_settings(explainer) -> tuple[str, ...]:
+    """The model settings the UI shows for ``explainer``: some of ``min_score``, ``detection``,
+    ``queries``, ``region`` and ``clip`` (see :data:`MODEL_SETTINGS`)."""
+    return MODEL_SETTINGS[model_kind(explainer)]
+
+
+def detection_choices(explainer) -> list[str]:
+    """The detection dropdown: :data:`ALL_DETECTIONS`, then every detection index (empty for other models)."""
+    if not explainer.is_detector:
+        return []
+    return [ALL_DETECTIONS, *[str(d) for d in range(explainer.family.detection_count(explainer))]]
+
+
 def explain(choice: ModelChoice, image, model: str, settings: dict, colormap: str = "jet"):
-    """One explanation for the UI: ``(overlay PNG path, caption)``.
+    """One explanation for the UI: ``(overlay PNG path, caption)`` (see :func:`explain_all`)."""
+    path, caption, _ = explain_all(choice, image, model, settings, colormap)
+    return path, caption
+
+
+def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap: str = "jet"):
+    """The explanations for the UI: ``(overlay PNG path, caption, gallery)``.
+
+    ``gallery`` is ``[(overlay PNG path, caption), ...]``, one per explained detection, most confident
+    first (empty for image and depth models); the overlay is the first of them, with its box
+    drawn, and the caption names every detection (label, score, box). For a video model the overlay
+    is an animated GIF and ``gallery`` holds one overlay per frame.
 
     Args:
         settings: ``method``, ``head_fusion``, ``discard_ratio`` and ``target`` (a label from the
             predictions, or :data:`PREDICTED`) as the UI's widgets give them; optionally ``layer``,
             ``head`` (an index or :data:`FUSED_HEADS`) and ``start_layer``, used only by the methods
-            that take them (:func:`method_settings`).
+            that take them (:func:`method_settings`); and ``min_score``, ``detection`` (an index or
+            :data:`ALL_DETECTIONS`), ``queries`` (text queries, one per line or comma-separated) and
+            ``region`` (``(x0, y0, x1, y1)`` in image pixels, or all empty for the whole image), used
+            only by the models that take them (:func:`model_settings`); ``clip``, a video model's
+            animated GIF (a path), explained instead of ``image``.
     """
     import gradio as gr
 
+    explainer = choice.explainer(model)
+    kind = model_kind(explainer)
+    settings = dict(settings)
+    if kind == "video":
+        return _explain_clip(choice, explainer, model, settings, colormap)
+    settings.pop("clip", None)
     if image is None:
         raise gr.Error("Upload an image or pick an example first.")
-    explainer = choice.explainer(model)
-    settings = dict(settings)
     target = settings.pop("target", None)
-    chosen = None if target in (None, "", PREDICTED) else target
+    chosen = None if target in (None, "", PREDICTED) or kind != "image" else target
     if chosen is not None and settings.get("method") in METHODS and not METHODS[settings["method"]].needs_gradient:
         settings["method"] = "grad_rollout"  # a class was chosen: use a class-specific method
     taken = method_settings(settings.get("method"))
@@ -130,11 +195,105 @@ def explain(choice: ModelChoice, image, model: str, settings: dict, colormap: st
         value = settings.pop(name, None)
         if name in taken and value not in (None, "", FUSED_HEADS):
             settings[name] = int(value)
+    settings.update(_model_request(kind, settings.pop("min_score", None), settings.pop("detection", None),
+                                   settings.pop("queries", None), settings.pop("region", None)))
     try:
-        explanation = explainer(image, target=chosen, **settings)
+        found = explainer(image, target=chosen, **settings)
     except (InputError, TargetError, UnsupportedModelError, ValueError, TypeError, OSError) as exc:
         raise gr.Error(str(exc)) from None
-    return choice.files.save(display_overlay(explanation, colormap)), explanation.title
+    if not isinstance(found, list):
+        if kind == "dense":
+            x0, y0, x1, y1 = found.box
+            caption = f"{found.method} · mean depth {found.score:.4g} over the region ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+            return choice.files.save(display_overlay(found, colormap)), caption, []
+        if found.detection is None:
+            return choice.files.save(display_overlay(found, colormap)), found.title, []
+        found = [found]
+    if not found:
+        raise gr.Error(
+            f"no detection scores at least {settings['min_score']:.2f}; lower the min score, or pick a detection by its index"
+        )
+    gallery = [(choice.files.save(display_overlay(e, colormap)), _detection_line(e)) for e in found]
+    caption = "\n".join([f"{found[0].method} · {len(found)} detection{'s' if len(found) > 1 else ''} (the first shown):",
+                          *(_detection_line(e) for e in found)])
+    return gallery[0][0], caption, gallery
+
+
+def clip_frames(path, num_frames: int, where: str = "the clip") -> list:
+    """An animated GIF's frames (RGB), ``num_frames`` of them evenly spaced from first to last.
+
+    Raises:
+        InputError: not a readable GIF, or fewer frames than ``num_frames``.
+    """
+    import numpy as np
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as clip:
+            frames = [frame.convert("RGB") for frame in ImageSequence.Iterator(clip)]
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{where} could not be read as an animated GIF ({exc}); upload a GIF") from None
+    if len(frames) < num_frames:
+        raise InputError(
+            f"{where} has {len(frames)} frame{'s' if len(frames) != 1 else ''}; this model takes {num_frames}: "
+            f"upload an animated GIF of at least {num_frames} frames (that many are taken, evenly spaced)"
+        )
+    return [frames[i] for i in np.linspace(0, len(frames) - 1, num_frames).round().astype(int)]
+
+
+def _explain_clip(choice: ModelChoice, explainer, model: str, settings: dict, colormap: str):
+    """A video model's explanation for the UI: ``(animated overlay GIF path, caption, per-frame overlays)``."""
+    import gradio as gr
+
+    clip = settings.pop("clip", None)
+    frames = int(explainer.model.config.num_frames)
+    if clip is None:
+        raise gr.Error(
+            f"{model!r} is a video model ({type(explainer.model).__name__}) and explains clips of {frames} frames: "
+            f"upload one as an animated GIF in the clip box ({frames} frames are taken from it, evenly spaced)."
+        )
+    for name in ("target", "layer", "head", "start_layer", "min_score", "detection", "queries", "region"):
+        settings.pop(name, None)
+    try:
+        explanation = explainer(clip_frames(getattr(clip, "name", clip), frames), **settings)
+    except (InputError, TargetError, UnsupportedModelError, ValueError, TypeError, OSError) as exc:
+        raise gr.Error(str(exc)) from None
+    overlays = explanation.overlays(colormap)
+    gif = choice.files.save_gif(overlays)
+    gallery = [(choice.files.save(_enlarged(o)), f"frame {i} (tubelet {i // explanation.tubelet_size})")
+               for i, o in enumerate(overlays)]
+    return gif, explanation.title, gallery
+
+
+def _detection_line(explanation) -> str:
+    """``detection 3: cat 0.87, box (x0, y0, x1, y1)`` in image pixels."""
+    box = ", ".join(f"{v:.0f}" for v in explanation.box)
+    return f"detection {explanation.detection}: {explanation.label} {explanation.score:.2f}, box ({box})"
+
+
+def _model_request(kind: str, min_score, detection, queries, region) -> dict:
+    """The UI's detection and region widgets → explainer settings for a ``kind`` of model."""
+    import gradio as gr
+
+    out: dict = {}
+    taken = MODEL_SETTINGS[kind]
+    if "detection" in taken:
+        if detection not in (None, "", ALL_DETECTIONS):
+            out["detection"] = int(detection)
+        else:
+            out["min_score"] = DEFAULT_MIN_SCORE if min_score is None else float(min_score)
+    if "queries" in taken:
+        texts = [q.strip() for q in (queries or "").replace("\n", ",").split(",") if q.strip()]
+        if not texts:
+            raise gr.Error("This model detects what text queries name: type one or more, e.g. a cat, a remote control.")
+        out["text"] = texts
+    if "region" in taken:
+        values = [None if v in (None, "") else float(v) for v in (region or ())]
+        if any(v is not None for v in values):
+            if len(values) != 4 or any(v is None for v in values):
+                raise gr.Error("Give all four region values (x0, y0, x1, y1) in image pixels, or none for the whole image.")
+            out["region"] = tuple(values)
+    return out
 
 
 class OverlayFiles:
@@ -155,15 +314,27 @@ class OverlayFiles:
         atexit.register(shutil.rmtree, self.folder, True)
 
     def save(self, image) -> str:
-        import hashlib
         import io
-        import os
-        import tempfile
 
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
-        data = buffer.getvalue()
-        path = self.folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+        return self._write(buffer.getvalue(), ".png")
+
+    def save_gif(self, frames: list, duration_ms: int = 200) -> str:
+        """``frames`` (PIL images) as a looping animated GIF; returns its path."""
+        import io
+
+        buffer = io.BytesIO()
+        frames = [_enlarged(f) for f in frames]
+        frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+        return self._write(buffer.getvalue(), ".gif")
+
+    def _write(self, data: bytes, suffix: str) -> str:
+        import hashlib
+        import os
+        import tempfile
+
+        path = self.folder / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
         if not path.exists():
             fd, staging = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
             with os.fdopen(fd, "wb") as handle:
@@ -177,11 +348,15 @@ def display_overlay(explanation, colormap: str = "jet"):
     (nearest neighbour, so patches stay sharp), with a colour bar."""
     from .viz import add_colorbar
 
-    shown = explanation.overlay(colormap)
+    return add_colorbar(_enlarged(explanation.overlay(colormap)), colormap)
+
+
+def _enlarged(shown):
+    """``shown`` scaled up (nearest neighbour) to :data:`DISPLAY_SIZE` if it is smaller."""
     if max(shown.size) < DISPLAY_SIZE:
         scale = DISPLAY_SIZE / max(shown.size)
         shown = shown.resize((round(shown.width * scale), round(shown.height * scale)), resample=0)
-    return add_colorbar(shown, colormap)
+    return shown
 
 
 #: Small inputs (the demo's 64 px) fill the image boxes instead of showing at their own size.
@@ -243,7 +418,8 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
                 method = gr.Dropdown(list(METHODS), value="rollout", label="method", elem_id="method")
                 head_fusion = gr.Dropdown(list(HEAD_FUSIONS), value="mean", label="head fusion")
                 discard_ratio = gr.Slider(0.0, 0.99, value=METHODS["rollout"].default_discard_ratio, step=0.01, label="discard ratio")
-                target = gr.Dropdown([PREDICTED], value=PREDICTED, label="target class (top-5 predictions)", allow_custom_value=True)
+                target = gr.Dropdown([PREDICTED], value=PREDICTED, label="target class (top-5 predictions)", allow_custom_value=True,
+                                     visible=model_kind(first) == "image")
                 with gr.Row():
                     layers = max(first.num_layers, 1)
                     shown = method_settings("rollout")
@@ -252,11 +428,24 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
                     start_layer = gr.Slider(
                         0, layers - 1, value=0, step=1, label="start layer", elem_id="start-layer", visible="start_layer" in shown
                     )
+                extra = model_settings(first)
+                with gr.Row():
+                    min_score = gr.Slider(0.0, 1.0, value=DEFAULT_MIN_SCORE, step=0.01, label="min score", elem_id="min-score",
+                                          visible="min_score" in extra)
+                    detection = gr.Dropdown(detection_choices(first) or [ALL_DETECTIONS], value=ALL_DETECTIONS, label="detection",
+                                            elem_id="detection", visible="detection" in extra)
+                queries = gr.Textbox("", label="text queries (comma-separated)", placeholder="a cat, a remote control", elem_id="queries",
+                                     visible="queries" in extra)
+                clip = gr.File(label="clip (an animated GIF)", file_types=[".gif"], elem_id="clip", visible="clip" in extra)
+                with gr.Row(visible="region" in extra, elem_id="region") as region_row:
+                    region = [gr.Number(label=f"region {name} (px)", elem_id=f"region-{name}") for name in ("x0", "y0", "x1", "y1")]
                 button = gr.Button("Explain", variant="primary", elem_id="explain")
             with gr.Column():
                 overlay = gr.Image(type="filepath", label="overlay", elem_id="overlay", interactive=False, height=320, format="png")
                 caption = gr.Textbox(label="explanation", elem_id="caption")
                 predictions = gr.Label(num_top_classes=5, label="predictions", elem_id="predictions")
+                gallery = gr.Gallery(label="every explained detection, or every frame", elem_id="detections",
+                                     visible="detection" in extra or "clip" in extra, columns=3)
         examples = [str(p) for p in example_images()]
         if examples:
             gr.Examples(examples, inputs=image)
@@ -285,24 +474,50 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
                 gr.update(maximum=last, value=last),
                 gr.update(choices=_head_choices(explainer.num_heads), value=FUSED_HEADS),
                 gr.update(maximum=last, value=0),
+                *model_updates(explainer),
             )
 
-        def on_explain(img, model_id, method_name, fusion, ratio, target_name, layer_index=None, head_index=None, start=None):
+        def on_explain_all(img, model_id, method_name, fusion, ratio, target_name, layer_index=None, head_index=None, start=None,
+                           score=None, detection_index=None, texts=None, x0=None, y0=None, x1=None, y1=None, clip_file=None):
             settings = {"method": method_name, "head_fusion": fusion, "discard_ratio": ratio, "target": target_name,
-                        "layer": layer_index, "head": head_index, "start_layer": start}
-            return explain(choice, img, model_id, settings)
+                        "layer": layer_index, "head": head_index, "start_layer": start, "min_score": score,
+                        "detection": detection_index, "queries": texts, "region": (x0, y0, x1, y1),
+                        "clip": clip_file}
+            return explain_all(choice, img, model_id, settings)
+
+        def on_explain(*values):
+            return on_explain_all(*values)[:2]
 
         image.change(on_image, [image, model_box], [target, predictions], api_name="predictions")
         method.change(on_method, method, [discard_ratio, layer, head, start_layer], api_name=False)
-        model_box.change(on_model, model_box, [layer, head, start_layer], api_name=False)
-        button.click(
-            on_explain, [image, model_box, method, head_fusion, discard_ratio, target, layer, head, start_layer], [overlay, caption],
-            api_name="explain",
-        )
+        model_box.change(on_model, model_box, [layer, head, start_layer, min_score, detection, queries, region_row, gallery, target, clip],
+                         api_name=False)
+        inputs = [image, model_box, method, head_fusion, discard_ratio, target, layer, head, start_layer, min_score, detection,
+                  queries, *region, clip]
+        button.click(on_explain_all, inputs, [overlay, caption, gallery], api_name="explain_all")
         hidden = gr.Button(visible=False)
         hidden.click(on_predict, [image, model_box], predictions, api_name="predict")
+        # the API's one overlay and caption, with the image settings only (explain_all takes every setting)
+        hidden.click(on_explain, inputs[:9], [overlay, caption], api_name="explain")
     app.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     return app
+
+
+def model_updates(explainer) -> tuple:
+    """Gradio updates for the model settings' widgets (min score, detection, queries, the region's row,
+    the gallery, the target class, the clip) when ``explainer``'s model is chosen: each shown only if it takes it."""
+    import gradio as gr
+
+    taken = model_settings(explainer)
+    return (
+        gr.update(visible="min_score" in taken),
+        gr.update(choices=detection_choices(explainer) or [ALL_DETECTIONS], value=ALL_DETECTIONS, visible="detection" in taken),
+        gr.update(visible="queries" in taken),
+        gr.update(visible="region" in taken),
+        gr.update(visible="detection" in taken or "clip" in taken, value=None),
+        gr.update(visible=model_kind(explainer) == "image"),
+        gr.update(visible="clip" in taken),
+    )
 
 
 def _head_choices(num_heads: int) -> list:

@@ -17,16 +17,20 @@ tokens, so every method works unchanged; only the token grid gains a time axis.
   ``num_frames`` (its position embeddings are fixed to it): sample that many frames first.
 * **Output**: a :class:`VideoExplanation` with ``mask (T', h, w)`` (scaled by the clip's maximum,
   so frames compare), one heat-map per input frame (frame ``i`` shows tubelet ``i // t``),
-  per-frame overlays, an animated GIF and a frame-strip ``plot()``.
+  per-frame overlays, an animated GIF and a frame-strip ``plot()``; ``save(folder)`` and
+  ``VideoExplanation.load(folder)`` store it as PNG frames, NPY arrays and a JSON manifest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +38,7 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
+from ..explanation import SAVE_FORMAT, _same_array, _same_image, _tuples
 from ..placement import Placement
 from ..tokens import OneStepPerLayer, _pair
 
@@ -113,6 +118,112 @@ class VideoExplanation:
     tubelet_size: int = 1
     placement: Placement | None = field(default=None, repr=False)
 
+    def __eq__(self, other) -> bool:
+        """Equal when every field is: arrays compared element-wise, frames pixel by pixel."""
+        if not isinstance(other, VideoExplanation):
+            return NotImplemented
+        if any(not _same_array(getattr(self, a), getattr(other, a)) for a in _VIDEO_ARRAYS):
+            return False
+        plain = (*_VIDEO_PLAIN, "params", "placement")
+        return (all(getattr(self, a) == getattr(other, a) for a in plain) and len(self.frames) == len(other.frames)
+                and all(_same_image(a, b) for a, b in zip(self.frames, other.frames)))
+
+    __hash__ = None  # mutable, like every dataclass with arrays
+
+    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the explanation to ``folder`` (created): PNG and GIF for people, NPY and JSON for :meth:`load`.
+
+        Files: ``frames/frame_000.png``, ... (the input frames as explained), ``overlay.gif`` (the
+        animated overlay), ``mask.npy`` ``(T', h, w)``, ``heatmaps.npy`` ``(T, H, W)``,
+        ``token_relevance.npy`` (when present), and ``video_explanation.json`` (method, target, label,
+        score, predicted, tubelet size, params, placement), written last: a folder without it is an
+        unfinished save.
+
+        Args:
+            overwrite: replace an earlier save in ``folder``; without it a non-empty folder is refused.
+
+        Returns:
+            The folder's path.
+
+        Raises:
+            FileExistsError: ``folder`` is a file, or is not empty and ``overwrite`` is false.
+        """
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise FileExistsError(f"{str(folder)!r} is a file; pass a folder to save the video explanation in")
+        if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+            raise FileExistsError(f"{str(folder)!r} is not empty; pass overwrite=True to replace what is there, or another folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / VIDEO_MANIFEST).unlink(missing_ok=True)  # an interrupted overwrite must not look complete
+        frames = folder / "frames"
+        if frames.is_dir():
+            for old in frames.glob("frame_*.png"):
+                old.unlink()
+        frames.mkdir(exist_ok=True)
+        for i, frame in enumerate(self.frames):
+            frame.save(frames / f"frame_{i:03d}.png")
+        self.save_gif(folder / "overlay.gif")
+        arrays = []
+        for name in _VIDEO_ARRAYS:
+            value = getattr(self, name)
+            if value is not None:
+                np.save(folder / f"{name}.npy", value, allow_pickle=False)
+                arrays.append(name)
+        manifest = {
+            "format": SAVE_FORMAT,
+            **{name: getattr(self, name) for name in _VIDEO_PLAIN},
+            "frames": len(self.frames),
+            "params": self.params,
+            "placement": None if self.placement is None else dataclasses.asdict(self.placement),
+            "arrays": arrays,
+        }
+        temporary = folder / (VIDEO_MANIFEST + ".tmp")
+        temporary.write_text(json.dumps(manifest, indent=2))
+        os.replace(temporary, folder / VIDEO_MANIFEST)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> VideoExplanation:
+        """Read a video explanation written by :meth:`save` (equal to the one saved).
+
+        Raises:
+            FileNotFoundError: no such folder, or no ``video_explanation.json`` in it (not a saved
+                video explanation, or a save that did not finish).
+            ValueError: a folder written by a newer version of the package.
+        """
+        folder = Path(folder)
+        manifest_path = folder / VIDEO_MANIFEST
+        if not manifest_path.is_file():
+            if not folder.is_dir():
+                what = "no such folder"
+            elif (folder / "explanation.json").is_file():
+                what = "it holds an image explanation (load it with Explanation.load)"
+            else:
+                what = f"it has no {VIDEO_MANIFEST} (not a saved video explanation, or an unfinished save)"
+            raise FileNotFoundError(f"cannot load a video explanation from {str(folder)!r}: {what}")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format", 0) > SAVE_FORMAT:
+            raise ValueError(
+                f"{str(folder)!r} was saved in format {manifest['format']}; this version of hf_vit_rollout reads up to "
+                f"{SAVE_FORMAT} (upgrade the package)"
+            )
+        frames = []
+        for i in range(manifest["frames"]):
+            with Image.open(folder / "frames" / f"frame_{i:03d}.png") as frame:
+                frame.load()
+            frames.append(frame)
+        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in manifest["arrays"]}
+        placement = manifest["placement"]
+        if placement is not None:
+            placement = Placement(**{k: _tuples(v) for k, v in placement.items()})
+        return cls(
+            frames=frames,
+            params=manifest["params"],
+            placement=placement,
+            **{name: manifest[name] for name in _VIDEO_PLAIN},
+            **{name: arrays.get(name) for name in _VIDEO_ARRAYS},
+        )
+
     def __repr__(self) -> str:
         shape = "x".join(map(str, self.mask.shape))
         return (
@@ -165,6 +276,13 @@ class VideoExplanation:
             ax.axis("off")
         fig.suptitle(self.title)
         return fig
+
+
+#: The file whose presence marks a complete saved video explanation (written last by ``save``).
+VIDEO_MANIFEST = "video_explanation.json"
+#: Fields stored as ``.npy`` files and as JSON values by :meth:`VideoExplanation.save`.
+_VIDEO_ARRAYS = ("mask", "heatmaps", "token_relevance")
+_VIDEO_PLAIN = ("method", "target", "label", "score", "predicted", "tubelet_size")
 
 
 def _is_frame(item) -> bool:
