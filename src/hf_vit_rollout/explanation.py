@@ -139,22 +139,11 @@ class Explanation:
         Raises:
             FileExistsError: ``folder`` is a file, or is not empty and ``overwrite`` is false.
         """
-        folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise FileExistsError(f"{str(folder)!r} is a file; pass a folder to save the explanation in")
-        if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-            raise FileExistsError(f"{str(folder)!r} is not empty; pass overwrite=True to replace what is there, or another folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / SAVE_MANIFEST).unlink(missing_ok=True)  # an interrupted overwrite must not look complete
+        folder = open_save_folder(folder, overwrite, SAVE_MANIFEST, "explanation")
         self.image.save(folder / "image.png")
         Image.fromarray(_to_uint8(self.heatmap), mode="L").save(folder / "heatmap.png")
         self.overlay().save(folder / "overlay.png")
-        arrays = []
-        for name in _ARRAY_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                np.save(folder / f"{name}.npy", value, allow_pickle=False)
-                arrays.append(name)
+        arrays = save_arrays(self, _ARRAY_FIELDS, folder)
         plain = {name: getattr(self, name) for name in _PLAIN_FIELDS}
         if self.detection is not None:
             plain.update(detection=self.detection, box=None if self.box is None else list(self.box))
@@ -165,9 +154,7 @@ class Explanation:
             "placement": None if self.placement is None else dataclasses.asdict(self.placement),
             "arrays": arrays,
         }
-        temporary = folder / (SAVE_MANIFEST + ".tmp")
-        temporary.write_text(json.dumps(manifest, indent=2))
-        os.replace(temporary, folder / SAVE_MANIFEST)
+        write_manifest(folder, SAVE_MANIFEST, manifest)
         return folder
 
     @classmethod
@@ -321,3 +308,39 @@ def _same_array(a, b) -> bool:
     if a is None or b is None:
         return a is b
     return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def open_save_folder(folder: str | os.PathLike, overwrite: bool, manifest: str, what: str) -> Path:
+    """Create ``folder`` for a save and remove an earlier save's ``manifest`` from it (an interrupted
+    overwrite must not look complete).
+
+    Raises:
+        FileExistsError: ``folder`` is a file, or is not empty and ``overwrite`` is false.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{str(folder)!r} is a file; pass a folder to save the {what} in")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"{str(folder)!r} is not empty; pass overwrite=True to replace what is there, or another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / manifest).unlink(missing_ok=True)
+    return folder
+
+
+def save_arrays(owner, names: tuple[str, ...], folder: Path) -> list[str]:
+    """Save each of ``owner``'s array attributes ``names`` that is not ``None`` as ``folder/NAME.npy``;
+    the names saved."""
+    saved = []
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None:
+            np.save(folder / f"{name}.npy", value, allow_pickle=False)
+            saved.append(name)
+    return saved
+
+
+def write_manifest(folder: Path, name: str, manifest: dict) -> None:
+    """Write ``manifest`` as ``folder/name`` atomically (the last file of a save)."""
+    temporary = folder / (name + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=2))
+    os.replace(temporary, folder / name)

@@ -38,7 +38,15 @@ import torch
 from PIL import Image
 
 from ..errors import InputError
-from ..explanation import SAVE_FORMAT, _same_array, _same_image, _tuples
+from ..explanation import (
+    SAVE_FORMAT,
+    _same_array,
+    _same_image,
+    _tuples,
+    open_save_folder,
+    save_arrays,
+    write_manifest,
+)
 from ..placement import Placement
 from ..tokens import OneStepPerLayer, _pair
 
@@ -148,13 +156,7 @@ class VideoExplanation:
         Raises:
             FileExistsError: ``folder`` is a file, or is not empty and ``overwrite`` is false.
         """
-        folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise FileExistsError(f"{str(folder)!r} is a file; pass a folder to save the video explanation in")
-        if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-            raise FileExistsError(f"{str(folder)!r} is not empty; pass overwrite=True to replace what is there, or another folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / VIDEO_MANIFEST).unlink(missing_ok=True)  # an interrupted overwrite must not look complete
+        folder = open_save_folder(folder, overwrite, VIDEO_MANIFEST, "video explanation")
         frames = folder / "frames"
         if frames.is_dir():
             for old in frames.glob("frame_*.png"):
@@ -163,12 +165,7 @@ class VideoExplanation:
         for i, frame in enumerate(self.frames):
             frame.save(frames / f"frame_{i:03d}.png")
         self.save_gif(folder / "overlay.gif")
-        arrays = []
-        for name in _VIDEO_ARRAYS:
-            value = getattr(self, name)
-            if value is not None:
-                np.save(folder / f"{name}.npy", value, allow_pickle=False)
-                arrays.append(name)
+        arrays = save_arrays(self, _VIDEO_ARRAYS, folder)
         manifest = {
             "format": SAVE_FORMAT,
             **{name: getattr(self, name) for name in _VIDEO_PLAIN},
@@ -177,9 +174,7 @@ class VideoExplanation:
             "placement": None if self.placement is None else dataclasses.asdict(self.placement),
             "arrays": arrays,
         }
-        temporary = folder / (VIDEO_MANIFEST + ".tmp")
-        temporary.write_text(json.dumps(manifest, indent=2))
-        os.replace(temporary, folder / VIDEO_MANIFEST)
+        write_manifest(folder, VIDEO_MANIFEST, manifest)
         return folder
 
     @classmethod
