@@ -250,3 +250,24 @@ def test_the_served_app_passes_every_setting_through(folders, tmp_path):
             assert animated.n_frames == 4 and len(gallery) == 4 and caption.startswith("gae")
     finally:
         app.close()
+
+
+def test_a_clip_too_large_is_refused_before_its_frames_are_decoded(choice, folders, tmp_path, monkeypatch):
+    import hf_vit_rollout.images as images
+
+    frames = [Image.new("RGB", (40, 50), (i * 30, 0, 0)) for i in range(5)]
+    gif = tmp_path / "big.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    decoded = []
+    real_convert = Image.Image.convert
+    monkeypatch.setattr(Image.Image, "convert", lambda self, *a, **k: decoded.append(1) or real_convert(self, *a, **k))
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    with pytest.raises(gr.Error, match="more than the limit of 1,000"):
+        explain(choice, None, folders["video"], {**BASE, "clip": str(gif)})
+    assert decoded == []
+    monkeypatch.setattr(images, "MAX_PIXELS", 10**8)
+    from hf_vit_rollout.app import clip_frames
+
+    decoded.clear()
+    taken = clip_frames(str(gif), 4, "the clip")
+    assert len(decoded) == 4 and [f.getpixel((0, 0))[0] for f in taken] == [0, 30, 90, 120]

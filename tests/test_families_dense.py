@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers as T
 
-from hf_vit_rollout import RolloutExplainer, TargetError, UnsupportedModelError
+from hf_vit_rollout import InputError, RolloutExplainer, TargetError, UnsupportedModelError
 
 DPT = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
            backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 8, 8], fusion_hidden_size=8,
@@ -181,3 +181,12 @@ def test_depth_anything_region_map_equals_a_hand_computation(tmp_path):
     got = explainer(image, method="gae", region=REGION)
     np.testing.assert_allclose(got.token_relevance, (w @ gae).numpy(), rtol=1e-4, atol=1e-6)
     assert got.score == pytest.approx(float(score[0].detach()), rel=1e-5) and got.mask.shape == (4, 6)
+
+
+def test_dpt_refuses_a_processor_that_makes_non_square_inputs(tmp_path):
+    torch.manual_seed(0)
+    T.DPTForDepthEstimation(T.DPTConfig(**DPT)).save_pretrained(tmp_path)
+    T.DPTImageProcessorPil(size={"height": 32, "width": 48}, keep_aspect_ratio=False).save_pretrained(tmp_path)
+    explainer = RolloutExplainer.from_pretrained(str(tmp_path))
+    with pytest.raises(InputError, match=r"square inputs only, but the image processor made a 32×48 input"):
+        explainer(_images()[0], method="rollout")

@@ -231,3 +231,17 @@ def test_one_detection_per_image(folder):
         explainer(images, detection=[1, 2])
     with pytest.raises(TargetError, match=r"detection 5 is out of range"):
         explainer(images, detection=[1, 2, 5])
+
+
+def test_predict_and_relevance_maps_refuse_what_a_detector_cannot_give(folder):
+    """A detector predicts boxes, not one class per image; relevance_maps gives one map per input."""
+    explainer = RolloutExplainer.from_pretrained(folder)
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TargetError, match="predicts boxes, not one class per image"):
+        explainer.predict(_images()[0])
+    with pytest.raises(ValueError, match="min_score= can give several detections per image"):
+        explainer.relevance_maps(pixels, min_score=0.0, method="rollout")
+    for detections in [(0,), (0, 1, 2)]:
+        with pytest.raises(TargetError, match=f"got {len(detections)} detections for 2 images"):
+            explainer.relevance_maps(pixels, detection=detections, method="gae")
+    assert explainer.relevance_maps(pixels, detection=(0, 1), method="gae").shape == (2, 4, 4)

@@ -341,3 +341,23 @@ def test_families_not_supported_yet_are_refused_with_the_reason(tmp_path, config
     config().save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError, match=match):
         RolloutExplainer.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["data2vec_cls", "vitdet"])
+def test_a_callable_target_that_runs_the_model_again_is_refused(saved, name):
+    """Families whose attention the capture recomputes (Data2Vec-Vision, ViTDet) refuse a target that
+    runs the model again, like the dispatched families, and the next call works."""
+    from hf_vit_rollout import TargetError
+
+    size = CASES[name][2]
+    explainer = RolloutExplainer.from_pretrained(saved(name))
+    pixels = _pixels(size, count=1)
+    rows = (lambda o: o.logits[:, 1]) if name.startswith("data2vec") else (lambda o: o.last_hidden_state.mean((1, 2, 3)))
+
+    def again(outputs):
+        explainer.model(pixel_values=pixels)
+        return rows(outputs)
+
+    with pytest.raises(TargetError, match="runs the model again|the model again"):
+        explainer.relevance_maps(pixels, target=again, method="grad_rollout")
+    assert explainer.relevance_maps(pixels, target=rows, method="grad_rollout").shape[0] == 1

@@ -157,3 +157,14 @@ def test_pipeline_explains_a_clip(saved):
     direct = RolloutExplainer.from_pretrained(saved("videomae_mean"))(_clips()[0], target=1, method="gae")
     assert len(result["overlays"]) == 4 and result["label"] == direct.label
     np.testing.assert_allclose(result["explanation"].mask, direct.mask, rtol=1e-5)
+
+
+def test_frames_past_the_last_whole_tubelet_show_the_last_tubelet(tmp_path):
+    """5 frames in tubelets of 2: the model sees 2 tubelets (frames 0-3); frame 4 shows the last one."""
+    torch.manual_seed(0)
+    T.VideoMAEForVideoClassification(T.VideoMAEConfig(**{**SMALL, "num_frames": 5}, patch_size=8, tubelet_size=2)).save_pretrained(tmp_path)
+    T.VideoMAEImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    clip = np.random.default_rng(0).integers(0, 256, (5, 40, 50, 3), dtype=np.uint8)
+    result = RolloutExplainer.from_pretrained(str(tmp_path))(clip, method="rollout")
+    assert result.mask.shape[0] == 2 and result.heatmaps.shape[0] == 5
+    np.testing.assert_array_equal(result.heatmaps[4], result.heatmaps[3])

@@ -226,19 +226,28 @@ def clip_frames(path, num_frames: int, where: str = "the clip") -> list:
         InputError: not a readable GIF, or fewer frames than ``num_frames``.
     """
     import numpy as np
-    from PIL import Image, ImageSequence, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
+
+    from .images import _check_size
 
     try:
         with Image.open(path) as clip:
-            frames = [frame.convert("RGB") for frame in ImageSequence.Iterator(clip)]
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+            _check_size(*clip.size, where)  # before decoding any frame
+            count = int(getattr(clip, "n_frames", 1))
+            if count < num_frames:
+                raise InputError(
+                    f"{where} has {count} frame{'s' if count != 1 else ''}; this model takes {num_frames}: "
+                    f"upload an animated GIF of at least {num_frames} frames (that many are taken, evenly spaced)"
+                )
+            frames = []
+            for i in np.linspace(0, count - 1, num_frames).round().astype(int):  # only the frames taken are kept
+                clip.seek(int(i))
+                frames.append(clip.convert("RGB"))
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
         raise InputError(f"{where} could not be read as an animated GIF ({exc}); upload a GIF") from None
-    if len(frames) < num_frames:
-        raise InputError(
-            f"{where} has {len(frames)} frame{'s' if len(frames) != 1 else ''}; this model takes {num_frames}: "
-            f"upload an animated GIF of at least {num_frames} frames (that many are taken, evenly spaced)"
-        )
-    return [frames[i] for i in np.linspace(0, len(frames) - 1, num_frames).round().astype(int)]
+    return frames
 
 
 def _explain_clip(choice: ModelChoice, explainer, model: str, settings: dict, colormap: str):

@@ -320,6 +320,7 @@ class AttentionCapture:
             def replace(module, args, kwargs, output):
                 if threading.get_ident() != self._thread:
                     return None
+                refuse_inside_target("the model again")
                 output, weights = index(module, args, kwargs)
                 self.record(module, weights)
                 return output

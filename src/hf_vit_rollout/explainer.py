@@ -432,6 +432,11 @@ class RolloutExplainer:
         """
         if not self.num_labels:
             raise TargetError(f"{type(self.model).__name__} has no classifier head, so it predicts no classes")
+        if self.is_detector:
+            raise TargetError(
+                f"{type(self.model).__name__} predicts boxes, not one class per image; explain with min_score= (every "
+                "detection above a score, with its label and score) or detection= (one detection token)"
+            )
         refuse_inside_target("predict()")
         sources, _ = self._sources(images)
         prepared = [stages.preprocess(self, s, where=f"images[{i}]") for i, s in enumerate(sources)]
@@ -468,6 +473,13 @@ class RolloutExplainer:
         count = pixel_values.shape[0]
         if request.targets_per_image and len(request.target) != count:
             raise TargetError(f"got {len(request.target)} targets for {count} images; pass one target, or one per image")
+        if request.min_score is not None:
+            raise ValueError(
+                "relevance_maps gives one map per input; min_score= can give several detections per image: call the "
+                "explainer itself, or pass detection= (one index, or one per image)"
+            )
+        if isinstance(request.detection, tuple) and len(request.detection) != count:
+            raise TargetError(f"got {len(request.detection)} detections for {count} images; pass one detection, or one per image")
         layout = self.layout(tuple(pixel_values.shape[-2:]))
         batch = [stages.PreparedImage(None, x, None, self._target_of(request, i)) for i, x in enumerate(pixel_values)]
         text_inputs = None if request.text is None else self.text_inputs(request.text)

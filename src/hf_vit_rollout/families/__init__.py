@@ -14,7 +14,7 @@ A *family* is an object that answers, for the ``model_type`` values it registers
   :class:`~hf_vit_rollout.Explanation` (video); ``patch_size(config)`` where the config has none;
 * ``attention_setup(vision_root)``: ``(window blocks, forward kwargs, attention modules)`` for the
   capture (:mod:`hf_vit_rollout.capture`);
-* ``call_kwargs(pixel_values)``: keyword arguments a forward pass of this input needs (ViT-MAE's
+* ``call_kwargs(vision_root, pixel_values)``: keyword arguments a forward pass of this input needs (ViT-MAE's
   fixed noise), ``{}`` for most.
 
 Families registered here take precedence over the older tables in :mod:`hf_vit_rollout.tokens`

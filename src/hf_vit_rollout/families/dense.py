@@ -33,7 +33,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..errors import TargetError, UnsupportedModelError
+from ..errors import InputError, TargetError, UnsupportedModelError
 from ..tokens import TokenLayout, _pair
 
 _ONE_ROW = (
@@ -101,6 +101,12 @@ class DenseFamily:
         encoder = self._encoder(config)
         patch_h, patch_w = _pair(encoder.patch_size)
         grid = (int(image_size[0]) // patch_h, int(image_size[1]) // patch_w)
+        if getattr(config, "model_type", None) == "dpt" and grid[0] != grid[1]:
+            raise InputError(
+                f"DPTForDepthEstimation takes square inputs only, but the image processor made a "
+                f"{int(image_size[0])}×{int(image_size[1])} input; use a processor that resizes to a square size "
+                "(size={'height': S, 'width': S})"
+            )
         prefix = 1 + int(getattr(encoder, "num_register_tokens", 0) or 0)
         return DenseLayout(num_prefix_tokens=prefix, grid_size=grid, cls_index=0, pooling="region")
 

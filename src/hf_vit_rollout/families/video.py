@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -374,6 +373,8 @@ class VideoFamily:
 
     def results(self, explainer, prepared, passed, request, index):
         """One :class:`VideoExplanation` per explained target (a list with ``top_k``)."""
+        from ..stages import _mask  # the stages import the families
+
         layout = self.layout(explainer.model.config, tuple(prepared.pixel_values.shape[-2:]))
         maps = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
         tubelet = self._tubelet(explainer.model.config)[0]
@@ -382,9 +383,9 @@ class VideoFamily:
         predicted = None if probabilities is None else int(probabilities.argmax())
         results = []
         for rank, target in enumerate(passed.explained):
-            peak = float(maps[rank].max())
-            mask = (maps[rank] / peak).astype(np.float32) if peak > 0 and math.isfinite(peak) else np.zeros_like(maps[rank])
-            heatmaps = np.stack([prepared.placement.heatmap(mask[i // tubelet], size) for i in range(len(prepared.image))])
+            mask = _mask(maps[rank], index)
+            last = len(mask) - 1  # frames past the last whole tubelet show the last one
+            heatmaps = np.stack([prepared.placement.heatmap(mask[min(i // tubelet, last)], size) for i in range(len(prepared.image))])
             shown = target if target is not None else predicted
             results.append(
                 VideoExplanation(
