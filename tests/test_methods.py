@@ -319,24 +319,39 @@ def test_the_first_layer_can_be_named_from_the_end():
     assert check_layer(-3, 3) == 0 and check_start_layer(-3, 3) == 0
 
 
+def _keep_first_discard_stable(fused, ratio):
+    """As :func:`_keep_first_discard`, ties at the threshold dropped in row-major order (first first)."""
+    flat = fused.flatten().clone()
+    order = flat.argsort(stable=True)[: int(flat.numel() * ratio)]
+    flat[order[order != 0]] = 0
+    return flat.reshape(fused.shape)
+
+
 @pytest.mark.parametrize("fusion", ["mean", "max", "min"])
-@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.9])
+@pytest.mark.parametrize("ratio", [0.0, 0.03, 0.3, 0.9])
 @pytest.mark.parametrize("path", ["numpy", "torch"])
-def test_rollout_layer_on_both_paths_equals_the_original_tools_formula(fusion, ratio, path):
+@pytest.mark.parametrize("tokens,ties", [(6, False), (40, False), (6, True)])
+def test_rollout_layer_on_both_paths_equals_the_original_tools_formula(fusion, ratio, path, tokens, ties):
     """Rollout's layer map, written out: fuse the heads, zero the ``ratio`` smallest entries of each
     image's map (the class token's self-attention kept), ``0.5·A + 0.5·I``, rows renormalised. Float32
     CPU inputs without gradient history take the numpy path, float64 the torch one; both must equal it,
     with the defaults (``discard_ratio=0``, ``keep_index=0``) equal to passing them."""
     from hf_vit_rollout.methods import rollout_layer
 
-    attention = random_attention(batch=3, heads=3, tokens=6, layers=1, seed=7)[0]
+    attention = random_attention(batch=3, heads=3, tokens=tokens, layers=1, seed=7)[0]
+    if ties:  # a third of the entries equal in every head: the discard's threshold falls on ties
+        attention = attention.where(torch.arange(tokens * tokens).reshape(tokens, tokens) % 3 != 1, torch.tensor(0.05))
     attention = attention.float() if path == "numpy" else attention.double()
     fused = {"mean": attention.mean(1), "max": attention.amax(1), "min": attention.amin(1)}[fusion]
-    eye = torch.eye(6, dtype=attention.dtype)
+    eye = torch.eye(tokens, dtype=attention.dtype)
     for b in range(3):
-        kept = _keep_first_discard(fused[b], ratio)
+        kept = _keep_first_discard_stable(fused[b], ratio)
         step = 0.5 * kept + 0.5 * eye
         got = rollout_layer(attention, fusion, ratio, 0)[b]
         torch.testing.assert_close(got.to(attention.dtype), step / step.sum(-1, keepdim=True))
     if ratio == 0.0:
+        from hf_vit_rollout.methods import attention_rollout
+
         torch.testing.assert_close(rollout_layer(attention, fusion), rollout_layer(attention, fusion, 0.0, 0))
+        layers = [attention, attention.flip(-1)]
+        torch.testing.assert_close(attention_rollout(layers, fusion), attention_rollout(layers, fusion, 0.0, 0, 0))
