@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,14 +148,7 @@ class Explanation:
         plain = {name: getattr(self, name) for name in _PLAIN_FIELDS}
         if self.detection is not None:
             plain.update(detection=self.detection, box=None if self.box is None else list(self.box))
-        manifest = {
-            "format": SAVE_FORMAT,
-            **plain,
-            "params": self.params,
-            "placement": None if self.placement is None else dataclasses.asdict(self.placement),
-            "arrays": arrays,
-        }
-        write_manifest(folder, SAVE_MANIFEST, manifest)
+        write_manifest(folder, SAVE_MANIFEST, {**plain}, self.params, self.placement, arrays)
         return folder
 
     @classmethod
@@ -167,22 +161,15 @@ class Explanation:
             ValueError: a folder written by a newer version of the package.
         """
         folder = Path(folder)
-        manifest_path = folder / SAVE_MANIFEST
-        if not manifest_path.is_file():
-            what = "no such folder" if not folder.is_dir() else f"it has no {SAVE_MANIFEST} (not a saved explanation, or an unfinished save)"
-            raise FileNotFoundError(f"cannot load an explanation from {str(folder)!r}: {what}")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format", 0) > SAVE_FORMAT:
-            raise ValueError(
-                f"{str(folder)!r} was saved in format {manifest['format']}; this version of hf_vit_rollout reads up to "
-                f"{SAVE_FORMAT} (upgrade the package)"
-            )
-        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in manifest["arrays"]}
+
+        def missing(folder: Path) -> str:
+            if not folder.is_dir():
+                return "no such folder"
+            return f"it has no {SAVE_MANIFEST} (not a saved explanation, or an unfinished save)"
+
+        manifest, arrays, placement = read_manifest(folder, SAVE_MANIFEST, "an explanation", missing)
         with Image.open(folder / "image.png") as image:
             image.load()
-        placement = manifest["placement"]
-        if placement is not None:
-            placement = Placement(**{k: _tuples(v) for k, v in placement.items()})
         box = manifest.get("box")
         return cls(
             image=image,
@@ -339,8 +326,39 @@ def save_arrays(owner, names: tuple[str, ...], folder: Path) -> list[str]:
     return saved
 
 
-def write_manifest(folder: Path, name: str, manifest: dict) -> None:
-    """Write ``manifest`` as ``folder/name`` atomically (the last file of a save)."""
+def write_manifest(folder: Path, name: str, fields: dict, params: dict, placement, arrays: list[str]) -> None:
+    """Write a save's manifest as ``folder/name`` atomically (the last file of a save): the format,
+    ``fields``, ``params``, ``placement`` (a :class:`Placement` or ``None``) and the saved ``arrays``."""
+    manifest = {
+        "format": SAVE_FORMAT,
+        **fields,
+        "params": params,
+        "placement": None if placement is None else dataclasses.asdict(placement),
+        "arrays": arrays,
+    }
     temporary = folder / (name + ".tmp")
     temporary.write_text(json.dumps(manifest, indent=2))
     os.replace(temporary, folder / name)
+
+
+def read_manifest(folder: Path, name: str, what: str, missing: Callable[[Path], str]) -> tuple[dict, dict, Placement | None]:
+    """Read a save written with :func:`write_manifest`: ``(manifest, arrays by name, placement)``.
+
+    Raises:
+        FileNotFoundError: ``folder/name`` is missing; the message says why (``missing(folder)``).
+        ValueError: a folder written by a newer version of the package.
+    """
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot load {what} from {str(folder)!r}: {missing(folder)}")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format", 0) > SAVE_FORMAT:
+        raise ValueError(
+            f"{str(folder)!r} was saved in format {manifest['format']}; this version of hf_vit_rollout reads up to "
+            f"{SAVE_FORMAT} (upgrade the package)"
+        )
+    arrays = {key: np.load(folder / f"{key}.npy", allow_pickle=False) for key in manifest["arrays"]}
+    placement = manifest["placement"]
+    if placement is not None:
+        placement = Placement(**{k: _tuples(v) for k, v in placement.items()})
+    return manifest, arrays, placement

@@ -23,9 +23,7 @@ tokens, so every method works unchanged; only the token grid gains a time axis.
 
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,11 +36,10 @@ from PIL import Image
 
 from ..errors import InputError
 from ..explanation import (
-    SAVE_FORMAT,
     _same_array,
     _same_image,
-    _tuples,
     open_save_folder,
+    read_manifest,
     save_arrays,
     write_manifest,
 )
@@ -165,15 +162,8 @@ class VideoExplanation:
             frame.save(frames / f"frame_{i:03d}.png")
         self.save_gif(folder / "overlay.gif")
         arrays = save_arrays(self, _VIDEO_ARRAYS, folder)
-        manifest = {
-            "format": SAVE_FORMAT,
-            **{name: getattr(self, name) for name in _VIDEO_PLAIN},
-            "frames": len(self.frames),
-            "params": self.params,
-            "placement": None if self.placement is None else dataclasses.asdict(self.placement),
-            "arrays": arrays,
-        }
-        write_manifest(folder, VIDEO_MANIFEST, manifest)
+        plain = {name: getattr(self, name) for name in _VIDEO_PLAIN}
+        write_manifest(folder, VIDEO_MANIFEST, {**plain, "frames": len(self.frames)}, self.params, self.placement, arrays)
         return folder
 
     @classmethod
@@ -186,30 +176,20 @@ class VideoExplanation:
             ValueError: a folder written by a newer version of the package.
         """
         folder = Path(folder)
-        manifest_path = folder / VIDEO_MANIFEST
-        if not manifest_path.is_file():
+
+        def missing(folder: Path) -> str:
             if not folder.is_dir():
-                what = "no such folder"
-            elif (folder / "explanation.json").is_file():
-                what = "it holds an image explanation (load it with Explanation.load)"
-            else:
-                what = f"it has no {VIDEO_MANIFEST} (not a saved video explanation, or an unfinished save)"
-            raise FileNotFoundError(f"cannot load a video explanation from {str(folder)!r}: {what}")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format", 0) > SAVE_FORMAT:
-            raise ValueError(
-                f"{str(folder)!r} was saved in format {manifest['format']}; this version of hf_vit_rollout reads up to "
-                f"{SAVE_FORMAT} (upgrade the package)"
-            )
+                return "no such folder"
+            if (folder / "explanation.json").is_file():
+                return "it holds an image explanation (load it with Explanation.load)"
+            return f"it has no {VIDEO_MANIFEST} (not a saved video explanation, or an unfinished save)"
+
+        manifest, arrays, placement = read_manifest(folder, VIDEO_MANIFEST, "a video explanation", missing)
         frames = []
         for i in range(manifest["frames"]):
             with Image.open(folder / "frames" / f"frame_{i:03d}.png") as frame:
                 frame.load()
             frames.append(frame)
-        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in manifest["arrays"]}
-        placement = manifest["placement"]
-        if placement is not None:
-            placement = Placement(**{k: _tuples(v) for k, v in placement.items()})
         return cls(
             frames=frames,
             params=manifest["params"],
