@@ -190,3 +190,10 @@ def test_dpt_refuses_a_processor_that_makes_non_square_inputs(tmp_path):
     explainer = RolloutExplainer.from_pretrained(str(tmp_path))
     with pytest.raises(InputError, match=r"square inputs only, but the image processor made a 32×48 input"):
         explainer(_images()[0], method="rollout")
+
+
+def test_evaluate_refuses_a_depth_model_with_the_reason(folder):
+    from hf_vit_rollout import evaluate
+
+    with pytest.raises(UnsupportedModelError, match=r"DPTForDepthEstimation is a dense model \(it predicts a map"):
+        evaluate(RolloutExplainer.from_pretrained(folder), _images()[:1], methods=["rollout"])

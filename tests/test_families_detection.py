@@ -245,3 +245,11 @@ def test_predict_and_relevance_maps_refuse_what_a_detector_cannot_give(folder):
         with pytest.raises(TargetError, match=f"got {len(detections)} detections for 2 images"):
             explainer.relevance_maps(pixels, detection=detections, method="gae")
     assert explainer.relevance_maps(pixels, detection=(0, 1), method="gae").shape == (2, 4, 4)
+
+
+def test_evaluate_refuses_a_detector_with_the_reason(folder):
+    from hf_vit_rollout import UnsupportedModelError, evaluate
+
+    explainer = RolloutExplainer.from_pretrained(folder)
+    with pytest.raises(UnsupportedModelError, match=r"YolosForObjectDetection is a detector .*\(detection=, min_score="):
+        evaluate(explainer, _images()[:1], methods=["rollout"])

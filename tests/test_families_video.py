@@ -168,3 +168,10 @@ def test_frames_past_the_last_whole_tubelet_show_the_last_tubelet(tmp_path):
     result = RolloutExplainer.from_pretrained(str(tmp_path))(clip, method="rollout")
     assert result.mask.shape[0] == 2 and result.heatmaps.shape[0] == 5
     np.testing.assert_array_equal(result.heatmaps[4], result.heatmaps[3])
+
+
+def test_evaluate_refuses_a_video_model_with_the_reason(saved):
+    from hf_vit_rollout import UnsupportedModelError, evaluate
+
+    with pytest.raises(UnsupportedModelError, match=r"VideoMAEForVideoClassification is a video model"):
+        evaluate(RolloutExplainer.from_pretrained(saved("videomae_mean")), [np.zeros((32, 32, 3), np.uint8)], methods=["rollout"])
