@@ -251,5 +251,14 @@ def test_evaluate_refuses_a_detector_with_the_reason(folder):
     from hf_vit_rollout import UnsupportedModelError, evaluate
 
     explainer = RolloutExplainer.from_pretrained(folder)
-    with pytest.raises(UnsupportedModelError, match=r"YolosForObjectDetection is a detector .*\(detection=, min_score="):
+    with pytest.raises(UnsupportedModelError, match=r"evaluate works with image classifiers .*YolosForObjectDetection is a detector .*\(detection=, min_score="):
         evaluate(explainer, _images()[:1], methods=["rollout"])
+
+
+def test_explain_dataset_refuses_a_detector_with_the_reason(folder):
+    datasets = pytest.importorskip("datasets")
+    from hf_vit_rollout import UnsupportedModelError, explain_dataset
+
+    rows = datasets.Dataset.from_dict({"image": _images()[:1]})
+    with pytest.raises(UnsupportedModelError, match=r"explain_dataset works with image classifiers .*YolosForObjectDetection is a detector"):
+        explain_dataset(rows, RolloutExplainer.from_pretrained(folder), method="rollout")

@@ -13,6 +13,7 @@ import datasets
 
 from ..errors import ExplanationWarning, InputError, TargetError
 from ..explainer import RolloutExplainer
+from ..families import refuse_unless_class_scores
 from . import shards as _shards
 from .batches import DEFAULT_OUTPUTS, BatchExplainer
 from .fingerprint import explainer_state, job_fingerprint
@@ -103,6 +104,7 @@ def explain_dataset(
         if methods is not None:
             raise TypeError("give either method= or methods=, not both")
         methods = method
+    refuse_unless_class_scores(explainer, "explain_dataset")
     _check_map_options(map_options, dataset)
     from ..request import check_count
 

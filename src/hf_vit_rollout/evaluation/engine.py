@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import UnsupportedModelError
+from ..families import refuse_unless_class_scores
 from ..methods import HEAD_FUSIONS, METHODS
 from .data import load_inputs
 from .model import Baselines, FrameScorer, randomised_copy
@@ -180,24 +180,6 @@ def _check_requirements(metrics, data, explainer) -> None:
             raise ValueError(f"metric {metric.name!r} scores class probabilities, but the model has no classifier head")
 
 
-def _check_scored_kind(explainer) -> None:
-    """Refuse models whose output is not one class score per image (what every metric perturbs)."""
-    family = getattr(explainer, "family", None)
-    name = type(explainer.model).__name__
-    if getattr(explainer, "is_detector", False):
-        kind = "a detector (its scores belong to boxes, not to the image)"
-    elif getattr(family, "has_regions", lambda model: False)(explainer.model):
-        kind = "a dense model (it predicts a map, not classes)"
-    elif getattr(family, "input_shape", "").count(",") == 4:
-        kind = "a video model (it explains clips, not images)"
-    else:
-        return
-    raise UnsupportedModelError(
-        f"evaluate scores image classifiers and image-text models; {name} is {kind}. Explain it with the "
-        "explainer itself (detection=, min_score=, region= or a clip)"
-    )
-
-
 def evaluate(
     explainer,
     images,
@@ -241,7 +223,7 @@ def evaluate(
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_scored_kind(explainer)
+    refuse_unless_class_scores(explainer, "evaluate")
     configs = parse_methods(methods)
     data = load_inputs(images, targets, masks, explainer)
     metric_list = parse_metrics(default_metrics(data.has_masks, data.has_several_objects) if metrics is None else metrics)

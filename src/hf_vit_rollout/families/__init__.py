@@ -53,3 +53,27 @@ def family_for(config):
 def registered_model_types() -> list[str]:
     """``model_type`` values registered here that are explained (refused ones left out)."""
     return sorted(t for t, f in FAMILIES.items() if not getattr(f, "refused", False))
+
+
+def refuse_unless_class_scores(explainer, door: str) -> None:
+    """Refuse, for ``door`` (``"evaluate"``, ``"explain_dataset"``), a model whose output is not one
+    class score per image: a detector, a dense (depth) model or a video model.
+
+    Raises:
+        UnsupportedModelError: naming the model, its kind and what to use instead.
+    """
+    from ..errors import UnsupportedModelError
+
+    family = getattr(explainer, "family", None)
+    if getattr(explainer, "is_detector", False):
+        kind = "a detector (its scores belong to boxes, not to the image)"
+    elif getattr(family, "has_regions", lambda model: False)(explainer.model):
+        kind = "a dense model (it predicts a map, not classes)"
+    elif getattr(family, "input_shape", "").count(",") == 4:
+        kind = "a video model (it explains clips, not images)"
+    else:
+        return
+    raise UnsupportedModelError(
+        f"{door} works with image classifiers and image-text models; {type(explainer.model).__name__} is {kind}. "
+        "Explain it with the explainer itself (detection=, min_score=, region= or a clip)"
+    )
