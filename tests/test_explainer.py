@@ -17,7 +17,7 @@ from hf_vit_rollout import (
     gradient_rollout,
 )
 from hf_vit_rollout.capture import find_attention_modules
-from hf_vit_rollout.tokens import TokenLayout
+from hf_vit_rollout.families.tokens import TokenLayout
 
 FAMILIES = ["vit", "deit", "deit_teacher", "dinov2_registers"]
 METHODS = ["rollout", "grad_rollout", "gae", "flow"]
@@ -318,7 +318,7 @@ def test_batches_are_split_by_batch_size(checkpoint, images):
 def test_rollout_is_the_same_whether_maps_are_held_or_multiplied(checkpoint, images, monkeypatch, family):
     import hf_vit_rollout.stages as explainer_module
     from hf_vit_rollout.methods.chain import ChainFold
-    from hf_vit_rollout.tokens import TokenLayout
+    from hf_vit_rollout.families.tokens import TokenLayout
 
     folds = []
 

@@ -7,7 +7,7 @@ import pytest
 import transformers as T
 
 from hf_vit_rollout import RolloutExplainer, TargetError, UnsupportedModelError
-from hf_vit_rollout.tokens import TokenLayout
+from hf_vit_rollout.families.tokens import TokenLayout
 
 from .conftest import SMALL, save_family_checkpoint
 

@@ -11,7 +11,7 @@ import torch
 import transformers as T
 
 from hf_vit_rollout import InputError, RolloutExplainer
-from hf_vit_rollout.window_capture import kept_window_geometry
+from hf_vit_rollout.families.window_capture import kept_window_geometry
 
 from .test_windows import TINY
 

@@ -11,12 +11,12 @@ import transformers as T
 
 from hf_vit_rollout import RolloutExplainer, UnsupportedModelError
 from hf_vit_rollout.capture import AttentionCapture
-from hf_vit_rollout.loading import check_family, demo_swin_path
+from hf_vit_rollout.families.loading import check_family, demo_swin_path
 from hf_vit_rollout.methods import METHODS
 from hf_vit_rollout.methods.chain import ChainFold
-from hf_vit_rollout.window_capture import FORWARD_KWARGS, block_windows, find_window_blocks, window_attention_modules
-from hf_vit_rollout.window_layout import WindowedLayout
-from hf_vit_rollout.windows import fold_layer_map
+from hf_vit_rollout.families.window_capture import FORWARD_KWARGS, block_windows, find_window_blocks, window_attention_modules
+from hf_vit_rollout.families.window_layout import WindowedLayout
+from hf_vit_rollout.families.windows import fold_layer_map
 
 from .test_windows import TINY
 
@@ -291,7 +291,7 @@ def test_families_that_still_cannot_be_explained_keep_their_reason(config, reaso
 
 
 def test_overlapping_calls_leave_the_windows_as_the_first_found_them(swin_explainer):
-    from hf_vit_rollout.window_capture import kept_window_geometry
+    from hf_vit_rollout.families.window_capture import kept_window_geometry
 
     blocks = swin_explainer("swin").window_blocks
     before = [(b.window_size, b.shift_size) for b in blocks]

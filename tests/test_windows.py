@@ -11,8 +11,8 @@ from transformers.models.swin.modeling_swin import window_partition
 
 from hf_vit_rollout.methods import gae_layer, rollout_layer
 from hf_vit_rollout.methods.chain import ChainFold
-from hf_vit_rollout.window_layout import WindowedLayout
-from hf_vit_rollout.windows import (
+from hf_vit_rollout.families.window_layout import WindowedLayout
+from hf_vit_rollout.families.windows import (
     fold_layer_map,
     fold_window_attention,
     merge_children,

@@ -18,8 +18,9 @@ from .errors import ExplanationWarning, InputError, NonFiniteError, TargetError,
 from .evaluation import EvaluationReport, evaluate
 from .explainer import RolloutExplainer
 from .explanation import Explanation
+from .families.loading import DEMO_MODEL, demo_model_path
+from .families.tokens import TokenLayout
 from .families.video import VideoExplanation
-from .loading import DEMO_MODEL, demo_model_path
 from .methods import (
     METHODS,
     attention_flow,
@@ -31,7 +32,6 @@ from .methods import (
 )
 from .placement import HEATMAP_MAX_PIXELS, Placement
 from .request import ExplainRequest
-from .tokens import TokenLayout
 
 __version__ = "0.1.0"
 

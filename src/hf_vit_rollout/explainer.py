@@ -22,7 +22,7 @@ from .families import family_for
 from .explanation import Explanation
 from .images import image_sources
 from .labels import label_index
-from .loading import (
+from .families.loading import (
     DEMO_MODEL,
     HUB_KWARGS,
     check_family,
@@ -31,9 +31,9 @@ from .loading import (
     load_processors,
 )
 from .request import ExplainRequest, check_count, check_device, check_megabytes
-from .tokens import TokenLayout, _pair, _vision_config, layout_from_config
-from .window_capture import attention_setup, held_windows, kept_window_geometry
-from .window_layout import WindowedLayout
+from .families.tokens import TokenLayout, _pair, _vision_config, layout_from_config
+from .families.window_capture import attention_setup, held_windows, kept_window_geometry
+from .families.window_layout import WindowedLayout
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class RolloutExplainer:
     def windows_for(self, input_size: tuple[int, int]):
         """Context for forward passes of ``(height, width)`` inputs: a windowed model's blocks run
         with this size's window geometry, shared only with calls that clamp them alike and restored
-        afterwards (:func:`~hf_vit_rollout.window_capture.kept_window_geometry`); a no-op otherwise."""
+        afterwards (:func:`~hf_vit_rollout.families.window_capture.kept_window_geometry`); a no-op otherwise."""
         if not self.window_blocks:
             return kept_window_geometry([])
         return kept_window_geometry(self.window_blocks, self.layout(input_size).geometry())

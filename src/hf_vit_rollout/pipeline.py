@@ -42,7 +42,7 @@ from . import stages
 from .errors import InputError
 from .explainer import RolloutExplainer
 from .explanation import Explanation, _to_uint8
-from .loading import DEMO_MODEL, ExplainableModel, load_processors, resolve_source
+from .families.loading import DEMO_MODEL, ExplainableModel, load_processors, resolve_source
 from .request import ExplainRequest, check_device
 
 TASK = "vit-explanation"

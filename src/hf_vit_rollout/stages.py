@@ -224,7 +224,7 @@ class _Folds:
 
     The layout turns a layer's attention into its chain step(s): for a global-attention ViT one
     ``(B, N, N)`` map per layer; for a windowed model (Swin) each block's folded window attention,
-    plus the patch mergings' maps, known before the pass (:mod:`hf_vit_rollout.window_layout`).
+    plus the patch mergings' maps, known before the pass (:mod:`hf_vit_rollout.families.window_layout`).
     """
 
     def __init__(self, layout, request: ExplainRequest, weights: torch.Tensor, buffer_mib: float, batch: int, num_layers: int):

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, TargetError, UnsupportedModelError
-from ..tokens import TokenLayout, _pair
+from .tokens import TokenLayout, _pair
 
 _ONE_ROW = (
     "a region target explains its own output row per image, and {what} takes one output row for the whole "
@@ -111,7 +111,7 @@ class DenseFamily:
         return DenseLayout(num_prefix_tokens=prefix, grid_size=grid, cls_index=0, pooling="region")
 
     def attention_setup(self, vision_root):
-        from ..window_capture import attention_setup
+        from .window_capture import attention_setup
 
         return attention_setup(vision_root, vision_root.config.model_type)
 

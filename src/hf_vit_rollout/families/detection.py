@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import TargetError
-from ..tokens import OneStepPerLayer, _pair
+from .tokens import OneStepPerLayer, _pair
 
 _ONE_ROW = (
     "YOLOS explains one detection token's row per map, and {what} takes one output row for the whole batch; "
@@ -134,7 +134,7 @@ class YolosFamily:
         return DetectionLayout(grid, int(config.num_detection_tokens))
 
     def attention_setup(self, vision_root):
-        from ..window_capture import attention_setup
+        from .window_capture import attention_setup
 
         return attention_setup(vision_root, "yolos")
 

@@ -1,4 +1,4 @@
-"""Global-attention ViTs that need more than the shared table of :mod:`hf_vit_rollout.tokens`.
+"""Global-attention ViTs that need more than the shared table of :mod:`hf_vit_rollout.families.tokens`.
 
 Both keep the ViT token layout (a class token, then the patches in row-major order) and every
 method works on them as on a ViT; what differs is how their attention is recorded or how their
@@ -27,7 +27,7 @@ import inspect
 import torch
 
 from ..errors import UnsupportedModelError
-from ..tokens import TokenLayout, _pair
+from .tokens import TokenLayout, _pair
 
 
 class _GridFamily:
@@ -43,7 +43,7 @@ class _GridFamily:
         return TokenLayout.from_config(config, image_size)
 
     def attention_setup(self, vision_root):
-        from ..window_capture import attention_setup
+        from .window_capture import attention_setup
 
         return attention_setup(vision_root, self.model_types[0])
 

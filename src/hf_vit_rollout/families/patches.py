@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 
 from ..placement import Placement
-from ..tokens import OneStepPerLayer, _pair
+from .tokens import OneStepPerLayer, _pair
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Siglip2Family:
         return PaddedPatchLayout(int(image_size[0]), tuple((int(h), int(w)) for h, w in shapes))
 
     def attention_setup(self, vision_root):
-        from ..window_capture import attention_setup
+        from .window_capture import attention_setup
 
         return attention_setup(vision_root, "siglip2_vision_model")
 

@@ -44,7 +44,7 @@ from ..explanation import (
     write_manifest,
 )
 from ..placement import Placement
-from ..tokens import OneStepPerLayer, _pair
+from .tokens import OneStepPerLayer, _pair
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,7 @@ class VideoFamily:
         return self._tubelet(config)[1:]
 
     def attention_setup(self, vision_root):
-        from ..window_capture import attention_setup
+        from .window_capture import attention_setup
 
         return attention_setup(vision_root, vision_root.config.model_type)
 

@@ -6,7 +6,7 @@ window_size`` windows: the grid is padded at the bottom and right to a multiple 
 (zero tokens) and cut into windows in row-major window order, row-major inside a window, with no
 shift. That is Swin's partition with ``shift = 0``, so a window block's ``(B·nW, heads, w², w²)``
 attention is folded into a block-diagonal ``(B, heads, N, N)`` map by
-:func:`hf_vit_rollout.windows.fold_window_attention` (padding columns dropped, as for Swin: see
+:func:`hf_vit_rollout.families.windows.fold_window_attention` (padding columns dropped, as for Swin: see
 that module for the conventions); the other blocks' attention is already ``(B, heads, N, N)``.
 Each block is ``x + attn(norm(x))`` then ``x + mlp(norm(x))``, one factor per block as in a ViT.
 
@@ -31,8 +31,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UnsupportedModelError
-from ..tokens import OneStepPerLayer
-from ..windows import BlockGeometry, _pair, fold_layer_map
+from .tokens import OneStepPerLayer
+from .windows import BlockGeometry, _pair, fold_layer_map
 
 _SOFTMAX = {torch.Tensor.softmax, torch.softmax, torch.nn.functional.softmax}
 
@@ -118,7 +118,7 @@ class MixedWindowLayout(OneStepPerLayer):
         """Block ``layer``'s attention as ``(B, heads, N, N)`` (window blocks folded)."""
         if not self.windows[layer]:
             return attention
-        from ..windows import fold_window_attention
+        from .windows import fold_window_attention
 
         block = self._block(layer)
         return torch.cat(

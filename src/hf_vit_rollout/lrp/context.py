@@ -146,7 +146,7 @@ class RelevanceContext:
         self.model, self.rules, self.budget = model, rules, budget
         self.root = model if root is None else root
         if attention_modules is None:  # as the explainer finds them (windowed models: block by block)
-            from ..window_capture import attention_setup
+            from ..families.window_capture import attention_setup
 
             vision = getattr(model.config, "vision_config", None) or model.config
             attention_modules = attention_setup(self.root, getattr(vision, "model_type", None))[2]

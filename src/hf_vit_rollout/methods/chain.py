@@ -14,7 +14,7 @@ turn instead of being multiplied in the wrong place.
   folds into the product (strict ``O(B·N²)`` memory).
 
 Maps need not be square: a hierarchical model's chain holds ``(B, N_{l+1}, N_l)`` maps where the
-token count changes (Swin's patch merging, :func:`hf_vit_rollout.windows.merge_matrix`), and the
+token count changes (Swin's patch merging, :func:`hf_vit_rollout.families.windows.merge_matrix`), and the
 relevance then comes out over the first layer's ``N_0`` tokens while ``output_weights`` weigh the
 last layer's. Consecutive maps must link (``M_{l+1}.shape[-1] == M_l.shape[-2]``); a break raises
 ``ValueError`` naming both layers.

@@ -20,7 +20,7 @@ tokens, so the methods (rollout, gradient rollout, GAE) stay the same pure funct
   concatenates the children of merged token ``(i, j)`` in the order ``(2i, 2j), (2i+1, 2j),
   (2i, 2j+1), (2i+1, 2j+1)`` (:func:`merge_children`; Swin and Swin V2 agree), after padding an odd
   grid with a zero row/column at the bottom/right, so ``N_{s+1} = ⌈H_s/2⌉·⌈W_s/2⌉``.
-* :class:`~hf_vit_rollout.window_layout.WindowedLayout`: the stage grids and every block's window
+* :class:`~hf_vit_rollout.families.window_layout.WindowedLayout`: the stage grids and every block's window
   and shift for an input size, read from the config with each family's own rules; the output
   tokens are the last stage's, mean-pooled (``SwinModel``'s pooler and the classifiers both
   average them).

@@ -108,7 +108,7 @@ def kept_window_geometry(blocks: list[nn.Module], geometry=None) -> Iterator[Non
     Swin and Donut-Swin clamp a block's ``window_size`` / ``shift_size`` to the input inside their
     forward and keep the values, so two threads with inputs that clamp differently would run with
     each other's windows. Calls whose ``geometry`` (the ``(window, shift)`` per block that their
-    input size gives, from :meth:`~hf_vit_rollout.window_layout.WindowedLayout.geometry`) is the same
+    input size gives, from :meth:`~hf_vit_rollout.families.window_layout.WindowedLayout.geometry`) is the same
     share the blocks at once; a call with another geometry waits until they have all left. The first
     call to enter saves the blocks' values and the last to leave puts them back, so the model is
     left as the first found it. ``None`` joins whatever calls are inside (or starts a group).
@@ -168,8 +168,8 @@ def attention_setup(vision_root: nn.Module, model_type: str | None) -> tuple[lis
     Raises:
         UnsupportedModelError: a windowed family whose blocks are missing, or no attention modules.
     """
-    from .capture import find_attention_modules
-    from .errors import UnsupportedModelError
+    from ..capture import find_attention_modules
+    from ..errors import UnsupportedModelError
 
     name = type(vision_root).__name__
     blocks = find_window_blocks(vision_root, model_type)

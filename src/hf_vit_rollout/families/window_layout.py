@@ -1,11 +1,11 @@
 """Token layout of windowed, hierarchical models (Swin family) for one input size, from the config.
 
 The stage grids and every block's window and shift, with each family's own rules (see
-:mod:`hf_vit_rollout.windows` for the token-space conventions): Swin and Donut-Swin clamp a block's
+:mod:`hf_vit_rollout.families.windows` for the token-space conventions): Swin and Donut-Swin clamp a block's
 window to the grid at every call (``min(H_s, W_s) ≤ w`` → window ``min(H_s, W_s)``, no shift), Swin
 V2 fixes its windows when the model is built, from the config's ``image_size`` (window
 ``min(H_s, w)``; no shift where ``H_s ≤ w``, heights only), MaskFormer-Swin never clamps.
-:class:`WindowedLayout` answers the questions :class:`~hf_vit_rollout.tokens.TokenLayout` answers,
+:class:`WindowedLayout` answers the questions :class:`~hf_vit_rollout.families.tokens.TokenLayout` answers,
 so the stages treat both alike.
 """
 
@@ -45,7 +45,7 @@ def _block_windows(model_type: str, grid, config_grid, window: int, shift: int) 
 def _refuse_small_input(image_size, grid, stage: int, window: int, patch_h: int, patch_w: int, stages: int) -> None:
     """Swin's attention has a relative-position table for whole windows only: a stage grid smaller
     than a window cannot run. The smallest side that works: a last-stage grid of ``window`` tokens."""
-    from .errors import InputError
+    from ..errors import InputError
 
     smallest_grid = (window - 1) * 2 ** (stages - 1) + 1  # each merging halves, rounding up
     smallest = ((smallest_grid - 1) * patch_h + 1, (smallest_grid - 1) * patch_w + 1)
@@ -65,7 +65,7 @@ class WindowedLayout:
         blocks: every block's :class:`BlockGeometry`, in forward order.
 
     Relevance is explained on the first stage's grid; the output tokens are the last stage's,
-    mean-pooled. It answers the same questions as :class:`~hf_vit_rollout.tokens.TokenLayout`
+    mean-pooled. It answers the same questions as :class:`~hf_vit_rollout.families.tokens.TokenLayout`
     (``grid_size``, ``output_weights``, ``patch_relevance``, ``layer_map``, ``step``,
     ``fixed_maps``, ``num_steps``, ``attention_mismatch``), so the stages treat both alike.
     """

@@ -2,7 +2,7 @@
 
 Everything is read from the model config and the input size, never guessed from a square root:
 a 16 × 20 patch grid with 5 prefix tokens is as valid as 14 × 14 with one. Windowed, hierarchical
-models (Swin) have a layout of their own (:mod:`hf_vit_rollout.window_layout`);
+models (Swin) have a layout of their own (:mod:`hf_vit_rollout.families.window_layout`);
 :func:`layout_from_config` returns the right one.
 """
 
@@ -56,14 +56,14 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
 
 def supported_model_types() -> list[str]:
     """``model_type`` values the explainer knows the token layout of."""
-    from .families import registered_model_types
+    from . import registered_model_types
 
     return sorted({*_FAMILIES, *WINDOWED_FAMILIES, *registered_model_types()})
 
 
 def layout_from_config(config, image_size: tuple[int, int], held: list[tuple[int, int]] | None = None, inputs: dict | None = None):
     """The token layout of any supported family: a :class:`TokenLayout`, or a
-    :class:`~hf_vit_rollout.window_layout.WindowedLayout` for windowed, hierarchical models (Swin).
+    :class:`~hf_vit_rollout.families.window_layout.WindowedLayout` for windowed, hierarchical models (Swin).
 
     Args:
         held: for windowed models, the ``(window_size, shift_size)`` their blocks hold now.
@@ -72,7 +72,7 @@ def layout_from_config(config, image_size: tuple[int, int], held: list[tuple[int
     Raises:
         ValueError: for a ``model_type`` whose layout is unknown or unsupported.
     """
-    from .families import family_for
+    from . import family_for
 
     vision = _vision_config(config)
     family = family_for(vision)

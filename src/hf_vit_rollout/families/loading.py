@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError, UnsupportedModelError
+from ..errors import InputError, UnsupportedModelError
 from .tokens import layout_from_config
 
 #: Name that resolves to the checkpoint shipped in the package.
@@ -34,12 +34,12 @@ HUB_KWARGS = (
 
 def demo_model_path() -> Path:
     """Directory of the shipped demo checkpoint (a standard Hugging Face checkpoint folder)."""
-    return Path(__file__).resolve().parent / "demo" / "checkpoint"
+    return Path(__file__).resolve().parent.parent / "demo" / "checkpoint"
 
 
 def demo_swin_path() -> Path:
     """Directory of the shipped demo Swin checkpoint."""
-    return Path(__file__).resolve().parent / "demo" / "checkpoint_swin"
+    return Path(__file__).resolve().parent.parent / "demo" / "checkpoint_swin"
 
 
 def resolve_source(name_or_path) -> str | Path:
@@ -59,7 +59,7 @@ def resolve_source(name_or_path) -> str | Path:
 
 def check_family(config) -> None:
     """Raise :class:`UnsupportedModelError` for architectures without global self-attention."""
-    from .families import family_for
+    from . import family_for
 
     family = family_for(config)
     if family is not None:
