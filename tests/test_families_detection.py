@@ -210,7 +210,7 @@ def test_a_detection_explanation_saves_and_loads_equal(folder, tmp_path):
 
 
 def test_supported_model_types_name_the_new_families():
-    from hf_vit_rollout.families.tokens import supported_model_types
+    from hf_vit_rollout.families import supported_model_types
 
     types = supported_model_types()
     for name in ("data2vec-vision", "vit_mae", "vitdet", "siglip2_vision_model", "yolos", "owlvit_vision_model",

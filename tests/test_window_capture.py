@@ -14,7 +14,8 @@ from hf_vit_rollout.capture import AttentionCapture
 from hf_vit_rollout.families.loading import check_family, demo_swin_path
 from hf_vit_rollout.methods import METHODS
 from hf_vit_rollout.methods.chain import ChainFold
-from hf_vit_rollout.families.window_capture import FORWARD_KWARGS, block_windows, find_window_blocks, window_attention_modules
+from hf_vit_rollout.families import FAMILIES
+from hf_vit_rollout.families.window_capture import block_windows
 from hf_vit_rollout.families.window_layout import WindowedLayout
 from hf_vit_rollout.families.windows import fold_layer_map
 
@@ -221,10 +222,9 @@ def test_a_model_clamped_outside_the_explainer_is_explained_as_it_runs(swin_expl
 @pytest.mark.parametrize("family", ["swin", "swinv2"])
 def test_only_the_capturing_threads_passes_are_recorded(swin_explainer, family):
     model = swin_explainer(family).model
-    blocks = find_window_blocks(model, model.config.model_type)
+    _, kwargs, modules = FAMILIES[model.config.model_type].attention_setup(model)
     seen = []
-    kwargs = FORWARD_KWARGS[model.config.model_type]
-    with AttentionCapture(model, lambda i, a: seen.append(i), model, window_attention_modules(model, blocks)):
+    with AttentionCapture(model, lambda i, a: seen.append(i), model, modules):
         other = threading.Thread(target=lambda: model(pixel_values=torch.randn(1, 3, 32, 32), **kwargs))
         other.start()
         other.join()
@@ -253,9 +253,10 @@ def test_the_layout_from_the_config_is_what_every_family_ran(family, size):
     def record(module, args, output):
         ran.append((tuple(int(v) for v in args[1]), int(module.window_size), int(module.shift_size)))
 
-    hooks = [block.register_forward_hook(record) for block in find_window_blocks(model, family)]
+    blocks, kwargs, _ = FAMILIES[family].attention_setup(model)
+    hooks = [block.register_forward_hook(record) for block in blocks]
     with torch.no_grad():
-        model(pixel_values=torch.randn(1, 3, *size), **FORWARD_KWARGS[family])
+        model(pixel_values=torch.randn(1, 3, *size), **kwargs)
     for hook in hooks:
         hook.remove()
     assert [(b.grid, b.window, b.shift) for b in WindowedLayout.from_config(config, size).blocks] == ran

@@ -130,11 +130,11 @@ def model_kind(explainer) -> str:
     ``"text_detector"`` (OWL-ViT: a detection among text queries), ``"dense"`` (DPT, Depth Anything: a
     region) or ``"video"`` (VideoMAE, ViViT: a clip, uploaded as an animated GIF)."""
     family = explainer.family
-    if getattr(family, "sources", None) is not None:
+    if family.is_video:
         return "video"
     if explainer.is_detector:
         return "text_detector" if family.needs_text else "detector"
-    if getattr(family, "has_regions", lambda model: False)(explainer.model):
+    if family.has_regions(explainer.model):
         return "dense"
     return "image"
 

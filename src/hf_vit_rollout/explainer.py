@@ -18,10 +18,8 @@ import torch
 from . import stages
 from .capture import refuse_inside_target
 from .errors import ExplanationWarning, TargetError, UnsupportedModelError
-from .families import family_for
 from .explanation import Explanation
-from .images import image_sources
-from .labels import label_index
+from .families import family_for, vision_config
 from .families.loading import (
     DEMO_MODEL,
     HUB_KWARGS,
@@ -30,10 +28,8 @@ from .families.loading import (
     load_model,
     load_processors,
 )
+from .labels import label_index
 from .request import ExplainRequest, check_count, check_device, check_megabytes
-from .families.tokens import TokenLayout, _pair, _vision_config, layout_from_config
-from .families.window_capture import attention_setup, held_windows, kept_window_geometry
-from .families.window_layout import WindowedLayout
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +107,9 @@ class RolloutExplainer:
         self.rollout_buffer_mib = check_megabytes(rollout_buffer_mib, "rollout_buffer_mib")
         self.model, self.image_processor, self.tokenizer = model, image_processor, tokenizer
         self.vision_root = model.vision_model if hasattr(model, "text_model") and hasattr(model, "vision_model") else model
-        model_type = getattr(_vision_config(config), "model_type", None)
-        self.family = family_for(config)
-        setup = self.family.attention_setup(self.vision_root) if self.family else attention_setup(self.vision_root, model_type)
-        self.window_blocks, self.forward_kwargs, self.attention_modules = setup
-        patch_size = getattr(self.family, "patch_size", None)
-        self.patch_size = patch_size(_vision_config(config)) if patch_size else _pair(_vision_config(config).patch_size)
+        self.family = family_for(config)  # checked above: every explainable model_type has one
+        self.window_blocks, self.forward_kwargs, self.attention_modules = self.family.attention_setup(self.vision_root)
+        self.patch_size = self.family.patch_size(vision_config(config))
         self.interpolate_pos_encoding = bool(interpolate_pos_encoding)
         device = check_device(device)
         if device is not None:
@@ -193,7 +186,7 @@ class RolloutExplainer:
     @property
     def num_heads(self) -> int:
         """Attention heads per layer, from the config."""
-        heads = getattr(_vision_config(self.model.config), "num_attention_heads", None) or 0
+        heads = getattr(vision_config(self.model.config), "num_attention_heads", None) or 0
         return int(heads[-1] if isinstance(heads, (list, tuple)) else heads)  # per stage for Swin: the last
 
     @property
@@ -204,7 +197,7 @@ class RolloutExplainer:
     def is_detector(self) -> bool:
         """Whether the model predicts boxes from detection tokens (YOLOS): ``detection=`` and
         ``min_score=`` name what to explain."""
-        return bool(getattr(self.family, "detector", False)) and self.family.is_detector_model(self.model)
+        return self.family.is_detector_model(self.model)
 
     @property
     def num_labels(self) -> int:
@@ -237,70 +230,22 @@ class RolloutExplainer:
     def request(self, **settings) -> ExplainRequest:
         """This explainer's defaults overridden by ``settings``, validated against the model."""
         request = self.defaults.updated(**settings)
-        name = type(self.model).__name__
-        if getattr(self.family, "has_regions", lambda model: False)(self.model):  # a dense prediction: region targets
-            given = [k for k in ("target", "text", "top_k", "detection", "min_score") if getattr(request, k) is not None]
-            if given and not (given == ["target"] and request._only_predicted()):
-                raise TargetError(
-                    f"{name} predicts a dense map (depth), not classes: explain a region of it with "
-                    f"region=(x0, y0, x1, y1) in image pixels (default: the whole image), not {given[0]}="
-                )
-            request.check_model(self.num_layers, self.num_heads)
-            return request
-        if request.region is not None:
-            raise TargetError(f"region= names a region of a dense prediction (DPT depth); {name} predicts none")
-        if self.is_detector:
-            asked = ("target", "top_k") if self.family.needs_text else ("target", "text", "top_k")
-            given = [k for k in asked if getattr(request, k) is not None]
-            if given and not (given == ["target"] and request._only_predicted()):
-                raise TargetError(
-                    f"{name} is a detector: name the detection to explain with detection=index (0 to "
-                    f"{self.family.detection_count(self) - 1}) or explain every detection above a score with "
-                    f"min_score=, not {given[0]}="
-                )
-            if self.family.needs_text and (request.text is None or self.tokenizer is None):
-                raise TargetError(
-                    f"{name} detects what text queries name: pass text=['a photo of a cat', ...] (one query or a list), "
-                    "with the checkpoint's tokenizer loaded"
-                )
-            self.family.check_target(self, request.detection)
-            request.check_model(self.num_layers, self.num_heads)
-            return request
-        if isinstance(request.text, tuple):
-            raise TargetError(f"text= takes one description for {name}; a list of queries is for open-vocabulary detectors (OWL-ViT)")
-        if request.detection is not None or request.min_score is not None:
-            raise TargetError(
-                f"detection= and min_score= name detections of a detection model (YOLOS); {name} predicts no boxes"
-            )
-        if request.text is not None and (not self.is_image_text_model or self.tokenizer is None):
-            raise TargetError(
-                f"text= needs an image-text model such as CLIP loaded with its tokenizer; {type(self.model).__name__} "
-                "has no text tower (use target= with a class instead)"
-            )
-        if request.top_k is not None and self.num_labels == 0:
-            raise TargetError(f"top_k needs a classifier; {type(self.model).__name__} has none")
-        request.check_model(self.num_layers, self.num_heads)
-        targets = request.target if request.targets_per_image else (request.target,)
-        for target in targets:
-            if target is not None and not callable(target):
-                self.resolve_target(target)
+        self.family.check_request(self, request)
         return request
 
     # ------------------------------------------------------------------ the model, for the stages
-    def layout(self, input_size: tuple[int, int], inputs: dict | None = None) -> TokenLayout | WindowedLayout:
-        """Token layout for a ``(height, width)`` model input (windowed models: from the windows
-        their blocks hold between calls, which an earlier call outside the explainer may have clamped;
-        SigLIP 2: from ``inputs``, the batch's spatial shapes)."""
-        held = held_windows(self.window_blocks) if self.window_blocks else None
-        return layout_from_config(self.model.config, input_size, held, inputs)
+    def layout(self, input_size: tuple[int, int], inputs: dict | None = None):
+        """Token layout for a ``(height, width)`` model input, as the family declares it (windowed
+        models: from the windows their blocks hold between calls, which an earlier call outside the
+        explainer may have clamped; SigLIP 2: from ``inputs``, the batch's spatial shapes)."""
+        held = self.family.held(self.window_blocks)
+        return self.family.layout(vision_config(self.model.config), input_size, held, inputs)
 
     def windows_for(self, input_size: tuple[int, int]):
         """Context for forward passes of ``(height, width)`` inputs: a windowed model's blocks run
         with this size's window geometry, shared only with calls that clamp them alike and restored
-        afterwards (:func:`~hf_vit_rollout.families.window_capture.kept_window_geometry`); a no-op otherwise."""
-        if not self.window_blocks:
-            return kept_window_geometry([])
-        return kept_window_geometry(self.window_blocks, self.layout(input_size).geometry())
+        afterwards (the family's ``forward_context``); a no-op otherwise."""
+        return self.family.forward_context(self, input_size)
 
     def on_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``pixel_values`` on the model's device, in its parameters' dtype."""
@@ -312,16 +257,13 @@ class RolloutExplainer:
         ``inputs``: batched model inputs besides ``pixel_values`` (SigLIP 2's mask and spatial shapes)."""
         kwargs = dict(self.forward_kwargs)  # what windowed blocks need to return their attention
         kwargs.update({k: v.to(pixel_values.device) for k, v in (inputs or {}).items()})
-        if self.family is not None:  # what this input's forward pass needs (ViT-MAE: the identity shuffle)
-            kwargs.update(self.family.call_kwargs(self.vision_root, pixel_values))
+        kwargs.update(self.family.call_kwargs(self.vision_root, pixel_values))  # ViT-MAE: the identity shuffle
         if self.interpolate_pos_encoding and "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters:
             kwargs["interpolate_pos_encoding"] = True
         try:
             if text_inputs:
                 inputs = {k: v.to(pixel_values.device) for k, v in text_inputs.items()}
-                tile = getattr(self.family, "tile_text", None)  # OWL-ViT: the queries for every image
-                if tile is not None:
-                    inputs = tile(inputs, pixel_values.shape[0])
+                inputs = self.family.tile_text(inputs, pixel_values.shape[0])  # OWL-ViT: the queries for every image
                 return self.model(pixel_values=pixel_values, **inputs, **kwargs)
             return self.vision_root(pixel_values=pixel_values, **kwargs)
         except ValueError as exc:
@@ -411,8 +353,7 @@ class RolloutExplainer:
 
     def _sources(self, images) -> tuple[list, bool]:
         """A call's inputs → ``(list of sources, single)``: images, or clips for a video model."""
-        sources = getattr(self.family, "sources", None)
-        return sources(images) if sources else image_sources(images)
+        return self.family.sources(images)
 
     @staticmethod
     def _target_of(request: ExplainRequest, index: int):
@@ -464,7 +405,7 @@ class RolloutExplainer:
         Returns:
             ``(B, grid_h, grid_w)`` float32 raw relevance (not rescaled).
         """
-        shape = getattr(self.family, "input_shape", "(B, C, H, W)")  # video: (B, T, C, H, W)
+        shape = self.family.input_shape  # video: (B, T, C, H, W)
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != shape.count(",") + 1:
             raise ValueError(f"pixel_values must be a {shape} tensor; use the explainer's __call__ for images or videos")
         request = self.request(target=target, **settings)

@@ -30,11 +30,18 @@ import os
 import stat
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .placement import Placement
 
 #: Refuse images with more pixels than this (decompression-bomb guard), 64 megapixels (e.g. 8000 × 8000).
 MAX_PIXELS = 64_000_000
@@ -294,3 +301,27 @@ def load_images(images) -> tuple[list[Image.Image], bool]:
     sources, single = image_sources(images)
     where = "image" if single else "images[{}]"
     return [load_image(x, where.format(i)) for i, x in enumerate(sources)], single
+
+
+@dataclass
+class PreparedImage:
+    """One image after ``preprocess``.
+
+    Attributes:
+        image: the RGB original as displayed (EXIF orientation applied).
+        pixel_values: ``(C, H, W)`` model input.
+        placement: where the model's patches lie on ``image``.
+        target: this image's target as given (index, label name or ``None``), resolved in ``forward``.
+        inputs: model inputs besides ``pixel_values``, unbatched (SigLIP 2's mask and spatial
+            shape), or ``None``.
+    """
+
+    image: Image.Image
+    pixel_values: torch.Tensor
+    placement: Placement
+    target: int | str | None = None
+    inputs: dict | None = None
+
+    def batched_inputs(self) -> dict | None:
+        """:attr:`inputs` as a batch of one (``None`` when there are none)."""
+        return None if self.inputs is None else {k: v[None] for k, v in self.inputs.items()}

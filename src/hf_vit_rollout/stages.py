@@ -9,20 +9,15 @@ pipeline, the CLI and the app all call these, with one :class:`~hf_vit_rollout.r
 
 from __future__ import annotations
 
-import logging
-import math
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .capture import AttentionCapture, CaptureError, refuse_inside_target, running_target
-from .errors import ExplanationWarning, NonFiniteError, TargetError
-from .explanation import Explanation
-from .images import load_image
+from .errors import NonFiniteError, TargetError
+from .images import PreparedImage
 from .lrp import RULE_SETS, RelevanceContext
 from .methods import (
     check_layer,
@@ -33,31 +28,8 @@ from .methods import (
     shift_to_patch_minimum,
 )
 from .methods.chain import ChainFold
-from .placement import Placement, shrink_for_processor
 from .readout import LayerReadout, readout_layers
 from .request import ExplainRequest
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedImage:
-    """One image after ``preprocess``.
-
-    Attributes:
-        image: the RGB original as displayed (EXIF orientation applied).
-        pixel_values: ``(C, H, W)`` model input.
-        placement: where the model's patches lie on ``image``.
-        target: this image's target as given (index, label name or ``None``), resolved in ``forward``.
-        inputs: model inputs besides ``pixel_values``, unbatched (SigLIP 2's mask and spatial
-            shape), or ``None``.
-    """
-
-    image: Image.Image
-    pixel_values: torch.Tensor
-    placement: Placement
-    target: int | str | None = None
-    inputs: dict | None = None
 
 
 def batch_inputs(batch: list[PreparedImage]) -> dict | None:
@@ -65,10 +37,6 @@ def batch_inputs(batch: list[PreparedImage]) -> dict | None:
     if not batch or batch[0].inputs is None:
         return None
     return {name: torch.stack([p.inputs[name] for p in batch]) for name in batch[0].inputs}
-
-
-def _one(inputs: dict | None) -> dict | None:
-    return None if inputs is None else {k: v[None] for k, v in inputs.items()}
 
 
 @dataclass
@@ -83,19 +51,9 @@ class ImagePass:
 
 
 def preprocess(explainer, source, target=None, where: str = "image") -> PreparedImage:
-    """Load and process one image (see :func:`~hf_vit_rollout.images.load_image` for inputs)."""
-    family = getattr(explainer, "family", None)
-    if hasattr(family, "prepare"):  # not one image, or not one (C, H, W) tensor (SigLIP 2, video)
-        return family.prepare(explainer, source, target, where)
-    image = load_image(source, where)
-    processor = explainer.image_processor
-    try:
-        pixel_values = processor(images=shrink_for_processor(image, processor), return_tensors="pt")["pixel_values"][0]
-    except Exception as exc:  # processors raise many types for odd images
-        raise ValueError(f"the image processor could not prepare {where}: {exc}") from exc
-    layout = explainer.layout(tuple(pixel_values.shape[-2:]))
-    placement = Placement.of(processor, image.size, explainer.patch_size, layout.grid_size)
-    return PreparedImage(image, pixel_values, placement, target)
+    """Load and process one input, as the model's family does it (one image: see
+    :func:`~hf_vit_rollout.images.load_image` for inputs)."""
+    return explainer.family.prepare(explainer, source, target, where)
 
 
 # ------------------------------------------------------------------------------------------ forward
@@ -145,37 +103,6 @@ def _objectives(explainer, outputs, batch: list[PreparedImage], request: Explain
     chosen = [int(final[i].argmax()) if p.target is None else explainer.resolve_target(p.target) for i, p in enumerate(batch)]
     index = torch.tensor(chosen, device=logits.device)
     return [(layers.gather(2, index[None, :, None].expand(stacked, -1, 1)).reshape(-1), chosen)]
-
-
-def _detections(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest, layout):
-    """Detection models: ``[(scores (B,), explained, output rows (B, N))]``, one per rank.
-
-    Rank ``r`` holds each image's ``r``-th chosen detection (:meth:`YolosFamily.choose`); an image
-    with fewer detections repeats a filler (its first, or detection 0) whose ``explained`` entry is
-    ``None``, dropped in ``postprocess``. Each rank's score is the logit of the detection's class.
-    """
-    per_image = isinstance(request.detection, tuple)  # one per image: it rides with its image as its target
-    wanted = [p.target if per_image else request.detection for p in batch]
-    chosen = explainer.family.choose(outputs, wanted, request.min_score)
-    ranks = []
-    rows = torch.arange(len(batch), device=outputs.logits.device)
-    for rank in range(max((len(c) for c in chosen), default=0)):
-        picked = [c[rank] if rank < len(c) else (c[0] if c else None) for c in chosen]
-        index = torch.tensor([p.index if p else 0 for p in picked], device=rows.device)
-        label = torch.tensor([p.label if p else 0 for p in picked], device=rows.device)
-        explained = [c[rank] if rank < len(c) else None for c in chosen]
-        ranks.append((outputs.logits[rows, index, label], explained, layout.detection_weights(index)))
-    return ranks
-
-
-def _ranked_rows(explainer, outputs, batch: list[PreparedImage], request: ExplainRequest, layout):
-    """Objectives that come with their own output rows (detections, dense regions), else ``None``."""
-    if explainer.is_detector:
-        return _detections(explainer, outputs, batch, request, layout)
-    family = getattr(explainer, "family", None)
-    if not getattr(family, "has_regions", lambda model: False)(explainer.model):
-        return None
-    return family.objectives(explainer, outputs, batch, request, layout)
 
 
 def _output_numbers(explainer, outputs) -> torch.Tensor | None:
@@ -426,7 +353,7 @@ def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainReq
             try:
                 outputs = explainer.run_model(pixel_values, text_inputs, inputs)
                 check_finite(_output_numbers(explainer, outputs), "model outputs", positions, stacked)
-                detections = _ranked_rows(explainer, outputs, batch, request, layout)
+                detections = explainer.family.objectives(explainer, outputs, batch, request, layout)  # detections, regions
                 if needs_gradient:
                     if detections is not None:
                         objectives = detections
@@ -482,90 +409,7 @@ def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainReq
 
 
 # ------------------------------------------------------------------------------------------ postprocess
-def _mask(patch: np.ndarray, index: int) -> np.ndarray:
-    peak = float(patch.max())
-    if peak > 0 and math.isfinite(peak):
-        return (patch / peak).astype(np.float32)
-    warnings.warn(
-        f"image {index}: no patch received any relevance, so its mask is all zeros (the explained score does not "
-        "depend on the patches, or the method's settings discard every contribution)",
-        ExplanationWarning,
-        stacklevel=2,
-    )
-    return np.zeros_like(patch, dtype=np.float32)
-
-
 def postprocess(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
-    """One :class:`Explanation` per explained target of one image (a list when ``top_k`` is set)."""
-    family = getattr(explainer, "family", None)
-    if hasattr(family, "results"):  # results of another kind (video, dense regions)
-        return family.results(explainer, prepared, passed, request, index)
-    return standard_results(explainer, prepared, passed, request, index)
-
-
-def standard_results(explainer, prepared: PreparedImage, passed: ImagePass, request: ExplainRequest, index: int = 0):
-    """:func:`postprocess` for images: one :class:`Explanation` per explained target."""
-    layout = explainer.layout(tuple(prepared.pixel_values.shape[-2:]), _one(prepared.inputs))
-    patches = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
-    size = prepared.placement.output_size(request.full_resolution)
-    probabilities = passed.probabilities
-    predicted = None if probabilities is None else int(probabilities.argmax())
-    head_heatmaps = None
-    if passed.heads is not None:
-        head_patches = layout.patch_relevance(passed.heads).clamp(min=0).numpy()
-        head_heatmaps = np.stack([prepared.placement.heatmap(_mask(p, index), size) for p in head_patches])
-    if getattr(explainer, "is_detector", False):
-        return _detection_results(explainer, prepared, passed, request, patches, size, index)
-    results = []
-    for rank, target in enumerate(passed.explained):
-        mask = _mask(patches[rank], index)
-        shown = target if target is not None else predicted
-        results.append(
-            Explanation(
-                image=prepared.image,
-                mask=mask,
-                heatmap=prepared.placement.heatmap(mask, size),
-                method=request.method,
-                target=target,
-                label=request.text if request.text is not None else explainer.id2label.get(shown) if shown is not None else None,
-                score=None if probabilities is None or shown is None else float(probabilities[shown]),
-                predicted=predicted,
-                token_relevance=passed.relevance[rank].numpy(),
-                params=request.params(),
-                placement=prepared.placement,
-                head_heatmaps=head_heatmaps,
-            )
-        )
-    return results if request.top_k is not None else results[0]
-
-
-def _detection_results(explainer, prepared, passed, request, patches, size, index):
-    """One :class:`Explanation` per explained detection (a list with ``min_score``, else the one)."""
-    results = []
-    input_size = tuple(prepared.pixel_values.shape[-2:])
-    for rank, found in enumerate(passed.explained):
-        if found is None:  # a filler rank of a batch whose other images had more detections
-            continue
-        mask = _mask(patches[rank], index)
-        results.append(
-            Explanation(
-                image=prepared.image,
-                mask=mask,
-                heatmap=prepared.placement.heatmap(mask, size),
-                method=request.method,
-                target=found.label,
-                label=explainer.family.label_name(explainer, request, found.label),
-                score=found.score,
-                predicted=found.label,
-                token_relevance=passed.relevance[rank].numpy(),
-                params=request.params(),
-                placement=prepared.placement,
-                detection=found.index,
-                box=explainer.family.image_box(found.box, prepared.placement, input_size),
-            )
-        )
-    if request.min_score is not None:
-        if not results:
-            logger.info("image %d: no detection scores at least %s", index, request.min_score)
-        return results
-    return results[0]
+    """One result per explained target of one image (a list when ``top_k`` is set), as the model's
+    family makes them (:class:`~hf_vit_rollout.Explanation` for images)."""
+    return explainer.family.results(explainer, prepared, passed, request, index)

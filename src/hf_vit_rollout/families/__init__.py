@@ -1,58 +1,76 @@
 """What the package knows about each kind of checkpoint, one module per kind of token layout.
 
-A *family* is an object that answers, for the ``model_type`` values it registers:
+A *family* is a :class:`~hf_vit_rollout.families.base.Family`: for the ``model_type`` values it
+registers it declares its layout, its capture setup, its outputs and its refusals. The explainer
+and the stages ask the family of their model (:func:`family_for`) and never branch on which one it
+is. What every family answers (the base class's defaults in brackets):
 
-* ``check(config)``: refuse a variant that cannot be explained, with the reason
-  (:class:`~hf_vit_rollout.errors.UnsupportedModelError`);
-* ``layout(config, image_size, held, inputs)``: the token layout of one input (an object answering
-  the questions :class:`~hf_vit_rollout.tokens.TokenLayout` answers); ``inputs`` are the per-image
-  model inputs besides ``pixel_values`` (SigLIP 2's mask and spatial shapes), batched;
-* optionally ``prepare(explainer, source, target, where) -> PreparedImage`` for inputs that are
-  not one image, or processors whose output is not one ``(C, H, W)`` tensor (SigLIP 2, video);
-  ``sources(inputs) -> (list, single)`` to split a call's inputs (video: clips, not frames);
-  ``results(explainer, prepared, passed, request, index)`` for results that are not an
-  :class:`~hf_vit_rollout.Explanation` (video); ``patch_size(config)`` where the config has none;
-* ``attention_setup(vision_root)``: ``(window blocks, forward kwargs, attention modules)`` for the
-  capture (:mod:`hf_vit_rollout.capture`);
-* ``call_kwargs(vision_root, pixel_values)``: keyword arguments a forward pass of this input needs (ViT-MAE's
-  fixed noise), ``{}`` for most.
-
-Families registered here take precedence over the older tables in :mod:`hf_vit_rollout.tokens`
-and :mod:`hf_vit_rollout.window_capture`, which still hold the ViT, DeiT, DINOv2, BEiT, CLIP,
-SigLIP and Swin families.
+* the config: ``check(config)`` refuses a variant that cannot be explained, with the reason
+  (:class:`~hf_vit_rollout.errors.UnsupportedModelError`) [every variant explained];
+  ``layout(config, image_size, held, inputs)`` the token layout of one input (an object answering
+  the questions :class:`~hf_vit_rollout.TokenLayout` answers; ``inputs``: the per-image model inputs
+  besides ``pixel_values``, batched); ``patch_size(config)`` [the config's];
+* the capture: ``attention_setup(vision_root) -> (window blocks, forward kwargs, attention modules)``
+  [no blocks, no kwargs, the model's self-attention modules]; ``held(blocks)`` the window geometry
+  the blocks hold and ``forward_context(explainer, input_size)`` the context forward passes run in
+  [none]; ``call_kwargs(vision_root, pixel_values)`` what one forward pass needs (ViT-MAE's fixed
+  noise) [``{}``]; ``tile_text(text_inputs, batch)`` [as given];
+* inputs, targets and outputs: ``sources(images)`` [images]; ``is_detector_model(model)``,
+  ``has_regions(model)`` [``False``]; ``check_request(explainer, request)`` the settings this model
+  takes [an image classifier's, backbone's or image-text model's]; ``prepare(explainer, source,
+  target, where)`` one input → :class:`~hf_vit_rollout.images.PreparedImage` [one image];
+  ``objectives(explainer, outputs, batch, request, layout)`` objectives with their own output rows
+  (detections, regions) [``None``: the classes' scores]; ``results(explainer, prepared, passed,
+  request, index)`` [one :class:`~hf_vit_rollout.Explanation` per target];
+* flags: ``refused``, ``needs_text`` (OWL-ViT's queries), ``is_video``, ``input_shape``.
 
 Modules:
-    grid: global-attention ViTs that need more than the shared table: Data2Vec-Vision (attention
-        recorded without switching its kernel), ViT-MAE encoders without masking.
+    base: the :class:`~hf_vit_rollout.families.base.Family` interface and its defaults.
+    grid: global-attention ViTs (ViT, DeiT, BEiT, DINOv2, DINOv3, CLIP, SigLIP, I-JEPA, ViT-MSN,
+        Data2Vec-Vision, ViT-MAE encoders).
     patches: SigLIP 2 (variable-resolution patch sequences with an attention mask).
-    windowed: ViTDet (window and global blocks mixed, the windows folded like Swin's).
-    detection: YOLOS (detection tokens beside the patches; one map per detection).
+    windowed: Swin, Swin V2, Donut-Swin, MaskFormer-Swin (windows, patch merging); ViTDet.
+    detection: YOLOS, OWL-ViT (detection tokens or boxes per patch; one map per detection).
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
-    dense: DPT depth estimation (region targets over ``predicted_depth``).
-    refused: Hiera and timm checkpoints, with the reason.
+    dense: DPT and Depth Anything depth estimation (region targets over ``predicted_depth``).
+    refused: Hiera, TimeSformer, OWLv2, DETR, timm checkpoints and attention-free or
+        non-chaining architectures, with the reason.
+    tokens: :class:`~hf_vit_rollout.TokenLayout`, the global-grid layout.
+    window_layout, windows, window_capture: the Swin family's layout, token space and capture.
+    loading: checkpoint → model and processors.
 """
 
 from __future__ import annotations
 
 from . import dense, detection, grid, patches, refused, video, windowed
+from .base import Family
 
 #: model_type -> family object (see the module docstring for what it answers).
-FAMILIES: dict = {}
+FAMILIES: dict[str, Family] = {}
 for _module in (grid, patches, windowed, detection, video, dense, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family
 
 
-def family_for(config):
+def vision_config(config):
+    """The vision config of an image-text model (CLIP, SigLIP, ...), else ``config`` itself."""
+    return getattr(config, "vision_config", None) or config
+
+
+def family_for(config) -> Family | None:
     """The registered family of ``config`` (its vision config for image-text models), or ``None``."""
-    vision = getattr(config, "vision_config", None) or config
-    return FAMILIES.get(getattr(vision, "model_type", None))
+    return FAMILIES.get(getattr(vision_config(config), "model_type", None))
 
 
-def registered_model_types() -> list[str]:
-    """``model_type`` values registered here that are explained (refused ones left out)."""
-    return sorted(t for t, f in FAMILIES.items() if not getattr(f, "refused", False))
+def supported_model_types() -> list[str]:
+    """``model_type`` values the explainer knows the token layout of (refused ones left out)."""
+    return sorted(t for t, f in FAMILIES.items() if not f.refused)
+
+
+def unknown_model_type(model_type) -> str:
+    """The message for a ``model_type`` no family registers."""
+    return f"unknown model type {model_type!r}: attention rollout supports {', '.join(supported_model_types())}"
 
 
 def refuse_unless_class_scores(explainer, door: str) -> None:
@@ -65,11 +83,13 @@ def refuse_unless_class_scores(explainer, door: str) -> None:
     from ..errors import UnsupportedModelError
 
     family = getattr(explainer, "family", None)
-    if getattr(explainer, "is_detector", False):
+    if family is None:  # not an explainer: the door's own checks say so
+        return
+    if family.is_detector_model(explainer.model):
         kind = "a detector (its scores belong to boxes, not to the image)"
-    elif getattr(family, "has_regions", lambda model: False)(explainer.model):
+    elif family.has_regions(explainer.model):
         kind = "a dense model (it predicts a map, not classes)"
-    elif getattr(family, "input_shape", "").count(",") == 4:
+    elif family.is_video:
         kind = "a video model (it explains clips, not images)"
     else:
         return

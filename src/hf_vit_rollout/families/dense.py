@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, TargetError, UnsupportedModelError
+from .base import Family, relevance_mask
 from .tokens import TokenLayout, _pair
 
 _ONE_ROW = (
@@ -69,9 +70,8 @@ def _image_to_input(placement, x, y):
     return x * res_w / width - left, y * res_h / height - top
 
 
-class DenseFamily:
+class DenseFamily(Family):
     model_types = ("dpt", "depth_anything")
-    refused = False
 
     @staticmethod
     def _encoder(config):
@@ -110,14 +110,6 @@ class DenseFamily:
         prefix = 1 + int(getattr(encoder, "num_register_tokens", 0) or 0)
         return DenseLayout(num_prefix_tokens=prefix, grid_size=grid, cls_index=0, pooling="region")
 
-    def attention_setup(self, vision_root):
-        from .window_capture import attention_setup
-
-        return attention_setup(vision_root, vision_root.config.model_type)
-
-    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
-        return {}
-
     @staticmethod
     def has_regions(model) -> bool:
         """Whether ``model`` has a depth head (``DPTForDepthEstimation``; ``DPTModel`` is a backbone)."""
@@ -152,8 +144,22 @@ class DenseFamily:
             )
         return depth_mask, (ix0, iy0, ix1, iy1)
 
+    def check_request(self, explainer, request) -> None:
+        """A depth model takes ``region=`` only (a backbone: what any image model takes)."""
+        if not self.has_regions(explainer.model):
+            return super().check_request(explainer, request)
+        given = [k for k in ("target", "text", "top_k", "detection", "min_score") if getattr(request, k) is not None]
+        if given and not (given == ["target"] and request._only_predicted()):
+            raise TargetError(
+                f"{type(explainer.model).__name__} predicts a dense map (depth), not classes: explain a region of it "
+                f"with region=(x0, y0, x1, y1) in image pixels (default: the whole image), not {given[0]}="
+            )
+        request.check_model(explainer.num_layers, explainer.num_heads)
+
     def objectives(self, explainer, outputs, batch, request, layout):
-        """``[(scores (B,), explained, rows (B, N))]``: one rank, each image's region."""
+        """``[(scores (B,), explained, rows (B, N))]``: one rank, each image's region (``None`` for a backbone)."""
+        if not self.has_regions(explainer.model):
+            return None
         depth = outputs.predicted_depth
         if depth.dim() == 4:
             depth = depth.squeeze(1)
@@ -187,14 +193,13 @@ class DenseFamily:
         """One :class:`~hf_vit_rollout.Explanation` per image: ``score`` the region's mean depth,
         ``box`` the region (drawn by ``overlay``)."""
         from ..explanation import Explanation
-        from ..stages import _mask, standard_results
 
         if not self.has_regions(explainer.model):
-            return standard_results(explainer, prepared, passed, request, index)
+            return super().results(explainer, prepared, passed, request, index)
 
         layout = self.layout(explainer.model.config, tuple(prepared.pixel_values.shape[-2:]))
         region = passed.explained[0]
-        mask = _mask(layout.patch_relevance(passed.relevance).clamp(min=0).numpy()[0], index)
+        mask = relevance_mask(layout.patch_relevance(passed.relevance).clamp(min=0).numpy()[0], index)
         size = prepared.placement.output_size(request.full_resolution)
         return Explanation(
             image=prepared.image,

@@ -25,6 +25,7 @@ explained like a class of a ViT, with the detection token's row as the output ro
 
 from __future__ import annotations
 
+import logging
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,10 @@ import numpy as np
 import torch
 
 from ..errors import TargetError
+from .base import Family, relevance_mask
 from .tokens import OneStepPerLayer, _pair
+
+logger = logging.getLogger(__name__)
 
 _ONE_ROW = (
     "YOLOS explains one detection token's row per map, and {what} takes one output row for the whole batch; "
@@ -107,11 +111,8 @@ class Detection:
     box: tuple[float, float, float, float]  # (cx, cy, w, h) relative to the model input
 
 
-class YolosFamily:
+class YolosFamily(Family):
     model_types = ("yolos",)
-    refused = False
-    detector = True
-    needs_text = False
 
     @staticmethod
     def is_detector_model(model) -> bool:
@@ -133,15 +134,31 @@ class YolosFamily:
         grid = (int(image_size[0]) // patch_h, int(image_size[1]) // patch_w)
         return DetectionLayout(grid, int(config.num_detection_tokens))
 
-    def attention_setup(self, vision_root):
-        from .window_capture import attention_setup
-
-        return attention_setup(vision_root, "yolos")
-
-    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
-        return {}
-
     # ----------------------------------------------------------------- detection targets
+    def check_request(self, explainer, request) -> None:
+        """A detector takes ``detection=`` or ``min_score=`` (OWL-ViT: with ``text=`` queries); a
+        backbone (``YolosModel``) what any image model takes."""
+        if not self.is_detector_model(explainer.model):
+            return super().check_request(explainer, request)
+        name = type(explainer.model).__name__
+        if request.region is not None:
+            raise TargetError(f"region= names a region of a dense prediction (DPT depth); {name} predicts none")
+        asked = ("target", "top_k") if self.needs_text else ("target", "text", "top_k")
+        given = [k for k in asked if getattr(request, k) is not None]
+        if given and not (given == ["target"] and request._only_predicted()):
+            raise TargetError(
+                f"{name} is a detector: name the detection to explain with detection=index (0 to "
+                f"{self.detection_count(explainer) - 1}) or explain every detection above a score with "
+                f"min_score=, not {given[0]}="
+            )
+        if self.needs_text and (request.text is None or explainer.tokenizer is None):
+            raise TargetError(
+                f"{name} detects what text queries name: pass text=['a photo of a cat', ...] (one query or a list), "
+                "with the checkpoint's tokenizer loaded"
+            )
+        self.check_target(explainer, request.detection)
+        request.check_model(explainer.num_layers, explainer.num_heads)
+
     def check_target(self, explainer, target) -> None:
         """A detection index in range (``None``: the most confident detection)."""
         count = self.detection_count(explainer)
@@ -198,6 +215,68 @@ class YolosFamily:
         ys = [((cy + s * h / 2) * in_h + top) * height / res_h for s in (-1, 1)]
         return (float(np.clip(xs[0], 0, width)), float(np.clip(ys[0], 0, height)),
                 float(np.clip(xs[1], 0, width)), float(np.clip(ys[1], 0, height)))
+
+    def objectives(self, explainer, outputs, batch, request, layout):
+        """A detector's ``[(scores (B,), explained, output rows (B, N))]``, one per rank (``None`` for a
+        backbone).
+
+        Rank ``r`` holds each image's ``r``-th chosen detection (:meth:`choose`); an image with fewer
+        detections repeats a filler (its first, or detection 0) whose ``explained`` entry is ``None``,
+        dropped in :meth:`results`. Each rank's score is the logit of the detection's class.
+        """
+        if not self.is_detector_model(explainer.model):
+            return None
+        per_image = isinstance(request.detection, tuple)  # one per image: it rides with its image as its target
+        wanted = [p.target if per_image else request.detection for p in batch]
+        chosen = self.choose(outputs, wanted, request.min_score)
+        ranks = []
+        rows = torch.arange(len(batch), device=outputs.logits.device)
+        for rank in range(max((len(c) for c in chosen), default=0)):
+            picked = [c[rank] if rank < len(c) else (c[0] if c else None) for c in chosen]
+            index = torch.tensor([p.index if p else 0 for p in picked], device=rows.device)
+            label = torch.tensor([p.label if p else 0 for p in picked], device=rows.device)
+            explained = [c[rank] if rank < len(c) else None for c in chosen]
+            ranks.append((outputs.logits[rows, index, label], explained, layout.detection_weights(index)))
+        return ranks
+
+    def results(self, explainer, prepared, passed, request, index: int):
+        """One :class:`~hf_vit_rollout.Explanation` per explained detection (a list with ``min_score``,
+        else the one); a backbone's as any image model's."""
+        from ..explanation import Explanation
+
+        if not self.is_detector_model(explainer.model):
+            return super().results(explainer, prepared, passed, request, index)
+        input_size = tuple(prepared.pixel_values.shape[-2:])
+        layout = explainer.layout(input_size, prepared.batched_inputs())
+        patches = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
+        size = prepared.placement.output_size(request.full_resolution)
+        results = []
+        for rank, found in enumerate(passed.explained):
+            if found is None:  # a filler rank of a batch whose other images had more detections
+                continue
+            mask = relevance_mask(patches[rank], index)
+            results.append(
+                Explanation(
+                    image=prepared.image,
+                    mask=mask,
+                    heatmap=prepared.placement.heatmap(mask, size),
+                    method=request.method,
+                    target=found.label,
+                    label=self.label_name(explainer, request, found.label),
+                    score=found.score,
+                    predicted=found.label,
+                    token_relevance=passed.relevance[rank].numpy(),
+                    params=request.params(),
+                    placement=prepared.placement,
+                    detection=found.index,
+                    box=self.image_box(found.box, prepared.placement, input_size),
+                )
+            )
+        if request.min_score is not None:
+            if not results:
+                logger.info("image %d: no detection scores at least %s", index, request.min_score)
+            return results
+        return results[0]
 
 
 

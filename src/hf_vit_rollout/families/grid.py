@@ -1,16 +1,21 @@
-"""Global-attention ViTs that need more than the shared table of :mod:`hf_vit_rollout.families.tokens`.
+"""Global-attention ViTs: a class token (or none), extra prefix tokens, registers, then the patches.
 
-Both keep the ViT token layout (a class token, then the patches in row-major order) and every
-method works on them as on a ViT; what differs is how their attention is recorded or how their
-forward pass must be called.
+Every family here keeps the ViT token layout (prefix tokens, then the patches in row-major order)
+and records the model's own self-attention modules; each declares what comes before the patches
+and which output tokens the prediction is read from (``"cls"``: the class token's row; ``"mean"``:
+the mean of the patch tokens' rows). ``num_register_tokens`` and the patch size are read from the
+config.
 
-* **Data2Vec-Vision** (``Data2VecVisionModel``, ``...ForImageClassification``): its attention
-  module picks its kernel (SDPA or eager) when the model is built, so switching the config does
-  not change it and the SDPA module returns no maps. The capture re-runs, for its own thread only,
-  the eager parent class's forward on the same module (same weights, same relative position bias)
-  and uses that output and its probabilities; other threads keep the SDPA output. The model is
-  never rebuilt or reloaded. The explained output is the class token, or the mean of the patch
-  tokens when the config says ``use_mean_pooling`` (as for BEiT).
+* **ViT, ViT-MSN, DINOv2 (with registers), DINOv3, CLIP's vision tower**: a class token, read out.
+* **DeiT**: a class token and a distillation token; the class token is read out.
+* **BEiT**: a class token; the mean of the patch tokens when the config says ``use_mean_pooling``.
+* **I-JEPA, SigLIP's vision tower**: no class token; the mean of the patch tokens.
+* **Data2Vec-Vision** (``Data2VecVisionModel``, ``...ForImageClassification``): BEiT's layout. Its
+  attention module picks its kernel (SDPA or eager) when the model is built, so switching the config
+  does not change it and the SDPA module returns no maps. The capture re-runs, for its own thread
+  only, the eager parent class's forward on the same module (same weights, same relative position
+  bias) and uses that output and its probabilities; other threads keep the SDPA output. The model
+  is never rebuilt or reloaded.
 * **ViT-MAE encoders** (``ViTMAEModel``; a ``ViTMAEForPreTraining`` checkpoint loads as its
   encoder): the embedding shuffles the patches by ``argsort(noise)`` and keeps the first
   ``(1 - mask_ratio)`` of them. With ``mask_ratio = 0`` every patch is kept; the explainer passes
@@ -27,28 +32,34 @@ import inspect
 import torch
 
 from ..errors import UnsupportedModelError
+from .base import Family
 from .tokens import TokenLayout, _pair
 
 
-class _GridFamily:
-    """Defaults shared by the global-grid families: the ViT layout, the model's own attention modules."""
+class GridFamily(Family):
+    """A global-attention ViT whose tokens are ``[class] + extra + registers + patches``.
 
-    model_types: tuple[str, ...] = ()
-    refused = False
+    Args:
+        model_types: the ``model_type`` values it answers for.
+        has_cls: whether a class token comes first.
+        extra: prefix tokens besides the class token and the registers (DeiT's distillation token).
+        pooling: ``"cls"`` or ``"mean"``: which output tokens the prediction is read from.
+        mean_pooling_flag: read ``pooling`` from the config's ``use_mean_pooling`` (BEiT) instead.
+    """
+
+    def __init__(self, model_types=(), has_cls: bool = True, extra: int = 0, pooling: str = "cls", mean_pooling_flag: bool = False):
+        self.model_types = tuple(model_types) or type(self).model_types
+        self.has_cls, self.extra, self.pooling, self.mean_pooling_flag = has_cls, extra, pooling, mean_pooling_flag
 
     def check(self, config) -> None:
-        """Raise :class:`UnsupportedModelError` for a variant that cannot be explained."""
+        """Refuse a config without a patch grid (no ``patch_size``)."""
+        self._probe_layout(config)
 
     def layout(self, config, image_size, held=None, inputs=None) -> TokenLayout:
-        return TokenLayout.from_config(config, image_size)
-
-    def attention_setup(self, vision_root):
-        from .window_capture import attention_setup
-
-        return attention_setup(vision_root, self.model_types[0])
-
-    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
-        return {}
+        pooling = self.pooling
+        if self.mean_pooling_flag:
+            pooling = "mean" if getattr(config, "use_mean_pooling", False) else "cls"
+        return TokenLayout.of_grid(config, image_size, self.has_cls, self.extra, pooling)
 
 
 # ------------------------------------------------------------------------------ Data2Vec-Vision
@@ -62,8 +73,11 @@ def _data2vec_eager(module, args, kwargs):
     return output, output[1]
 
 
-class Data2VecVisionFamily(_GridFamily):
+class Data2VecVisionFamily(GridFamily):
     model_types = ("data2vec-vision",)
+
+    def __init__(self):
+        super().__init__(mean_pooling_flag=True)
 
     def attention_setup(self, vision_root):
         """Every self-attention module, recorded by re-running its eager forward (see the module docstring)."""
@@ -80,7 +94,7 @@ class Data2VecVisionFamily(_GridFamily):
 
 
 # ------------------------------------------------------------------------------ ViT-MAE
-class ViTMAEFamily(_GridFamily):
+class ViTMAEFamily(GridFamily):
     model_types = ("vit_mae",)
 
     def check(self, config) -> None:
@@ -115,4 +129,11 @@ class ViTMAEFamily(_GridFamily):
         return {"noise": noise.expand(pixel_values.shape[0], -1)}
 
 
-FAMILIES = (Data2VecVisionFamily(), ViTMAEFamily())
+FAMILIES = (
+    GridFamily(("vit", "vit_msn", "dinov2", "dinov2_with_registers", "dinov3_vit", "clip_vision_model", "clip")),
+    GridFamily(("deit",), extra=1),  # + the distillation token
+    GridFamily(("beit",), mean_pooling_flag=True),
+    GridFamily(("ijepa", "siglip_vision_model", "siglip"), has_cls=False, pooling="mean"),
+    Data2VecVisionFamily(),
+    ViTMAEFamily(),
+)

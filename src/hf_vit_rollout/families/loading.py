@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError, UnsupportedModelError
-from .tokens import layout_from_config
+from ..errors import UnsupportedModelError
 
 #: Name that resolves to the checkpoint shipped in the package.
 DEMO_MODEL = "demo"
@@ -58,19 +57,14 @@ def resolve_source(name_or_path) -> str | Path:
 
 
 def check_family(config) -> None:
-    """Raise :class:`UnsupportedModelError` for architectures without global self-attention."""
-    from . import family_for
+    """Raise :class:`UnsupportedModelError` for a ``model_type`` no family registers, or a checkpoint
+    its family refuses (:meth:`~hf_vit_rollout.families.base.Family.check`)."""
+    from . import family_for, unknown_model_type, vision_config
 
     family = family_for(config)
-    if family is not None:
-        family.check(getattr(config, "vision_config", None) or config)
-        return
-    try:
-        layout_from_config(config, (1, 1))
-    except InputError:  # an explainable family that only refuses this 1-pixel probe
-        return
-    except ValueError as exc:
-        raise UnsupportedModelError(str(exc)) from None
+    if family is None:
+        raise UnsupportedModelError(unknown_model_type(getattr(vision_config(config), "model_type", None)))
+    family.check(vision_config(config))
 
 
 def load_config(name_or_path, **hf_kwargs):

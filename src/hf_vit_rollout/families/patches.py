@@ -31,7 +31,9 @@ from typing import ClassVar
 
 import torch
 
+from ..images import PreparedImage, load_image
 from ..placement import Placement
+from .base import Family
 from .tokens import OneStepPerLayer, _pair
 
 
@@ -89,14 +91,10 @@ class PaddedPatchLayout(OneStepPerLayer):
 
 
 
-class Siglip2Family:
+class Siglip2Family(Family):
     model_types = ("siglip2_vision_model", "siglip2")
-    refused = False
     #: per-image model inputs besides ``pixel_values``
     input_names = ("pixel_attention_mask", "spatial_shapes")
-
-    def check(self, config) -> None:
-        """Every SigLIP 2 vision tower is explained."""
 
     def layout(self, config, image_size, held=None, inputs=None) -> PaddedPatchLayout:
         if inputs is None or "spatial_shapes" not in inputs:
@@ -107,20 +105,9 @@ class Siglip2Family:
         shapes = inputs["spatial_shapes"].reshape(-1, 2).tolist()
         return PaddedPatchLayout(int(image_size[0]), tuple((int(h), int(w)) for h, w in shapes))
 
-    def attention_setup(self, vision_root):
-        from .window_capture import attention_setup
-
-        return attention_setup(vision_root, "siglip2_vision_model")
-
-    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
-        return {}
-
     def prepare(self, explainer, source, target, where):
-        """One image → a :class:`~hf_vit_rollout.stages.PreparedImage` with ``pixel_values (P, C·p·p)``
+        """One image → a :class:`~hf_vit_rollout.images.PreparedImage` with ``pixel_values (P, C·p·p)``
         and ``inputs = {pixel_attention_mask (P,), spatial_shapes (2,)}``."""
-        from ..images import load_image
-        from ..stages import PreparedImage
-
         image = load_image(source, where)
         processor = explainer.image_processor
         try:

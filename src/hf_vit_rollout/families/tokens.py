@@ -1,9 +1,11 @@
 """Token layout of a ViT-family model: prefix tokens (class, distillation, registers) and patch grid.
 
 Everything is read from the model config and the input size, never guessed from a square root:
-a 16 × 20 patch grid with 5 prefix tokens is as valid as 14 × 14 with one. Windowed, hierarchical
-models (Swin) have a layout of their own (:mod:`hf_vit_rollout.families.window_layout`);
-:func:`layout_from_config` returns the right one.
+a 16 × 20 patch grid with 5 prefix tokens is as valid as 14 × 14 with one. Which tokens come
+before the patches is each family's declaration (:mod:`hf_vit_rollout.families.grid`); windowed,
+hierarchical models (Swin) have a layout of their own
+(:mod:`hf_vit_rollout.families.window_layout`). Every layout answers the questions
+:class:`TokenLayout` answers, so the stages treat them alike.
 """
 
 from __future__ import annotations
@@ -13,74 +15,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-
-from .window_layout import WindowedLayout
-from .windows import WINDOWED_FAMILIES
-
-# model_type -> (has a class token, extra prefix tokens besides class + registers, output pooling)
-# output pooling: "cls" reads the class token's row; "mean" averages the patch tokens' rows.
-_FAMILIES: dict[str, tuple[bool, int, str]] = {
-    "vit": (True, 0, "cls"),
-    "vit_msn": (True, 0, "cls"),
-    "deit": (True, 1, "cls"),  # + distillation token
-    "dinov2": (True, 0, "cls"),
-    "dinov2_with_registers": (True, 0, "cls"),
-    "dinov3_vit": (True, 0, "cls"),
-    "beit": (True, 0, "cls"),
-    "data2vec-vision": (True, 0, "cls"),
-    "clip_vision_model": (True, 0, "cls"),
-    "clip": (True, 0, "cls"),
-    "ijepa": (False, 0, "mean"),
-    "siglip_vision_model": (False, 0, "mean"),
-    "siglip": (False, 0, "mean"),
-}
-
-#: Families that are refused, with the reason.
-UNSUPPORTED_FAMILIES: dict[str, str] = {
-    "swin2sr": "Swin2SR restores images (its output is an image, not a prediction over classes or tokens)",
-    "dinat": "DiNAT uses neighborhood attention (a sliding window per token, natten kernels), not windows that fold",
-    "focalnet": "FocalNet mixes tokens by focal modulation, not attention",
-    "pvt": "PVT uses spatial-reduction attention whose keys are a pooled grid, not the tokens",
-    "pvt_v2": "PVT v2 uses spatial-reduction attention whose keys are a pooled grid, not the tokens",
-    "levit": "LeViT shrinks the token grid between stages, so attention maps of different layers do not chain",
-    "mobilevit": "MobileViT attends within unfolded local patches, not globally over tokens",
-    "mobilevitv2": "MobileViT V2 uses separable linear attention with no token-to-token map",
-    "resnet": "it is a convolutional network and has no attention at all",
-    "convnext": "it is a convolutional network and has no attention at all",
-    "convnextv2": "it is a convolutional network and has no attention at all",
-    "efficientnet": "it is a convolutional network and has no attention at all",
-    "regnet": "it is a convolutional network and has no attention at all",
-    "mobilenet_v2": "it is a convolutional network and has no attention at all",
-}
-
-
-def supported_model_types() -> list[str]:
-    """``model_type`` values the explainer knows the token layout of."""
-    from . import registered_model_types
-
-    return sorted({*_FAMILIES, *WINDOWED_FAMILIES, *registered_model_types()})
-
-
-def layout_from_config(config, image_size: tuple[int, int], held: list[tuple[int, int]] | None = None, inputs: dict | None = None):
-    """The token layout of any supported family: a :class:`TokenLayout`, or a
-    :class:`~hf_vit_rollout.families.window_layout.WindowedLayout` for windowed, hierarchical models (Swin).
-
-    Args:
-        held: for windowed models, the ``(window_size, shift_size)`` their blocks hold now.
-        inputs: per-image model inputs besides ``pixel_values`` (SigLIP 2), batched.
-
-    Raises:
-        ValueError: for a ``model_type`` whose layout is unknown or unsupported.
-    """
-    from . import family_for
-
-    vision = _vision_config(config)
-    family = family_for(vision)
-    if family is not None:  # the families package (hf_vit_rollout.families) knows this one
-        return family.layout(vision, image_size, held, inputs)
-    if getattr(vision, "model_type", None) in WINDOWED_FAMILIES:
-        return WindowedLayout.from_config(vision, image_size, held)
-    return TokenLayout.from_config(config, image_size)
 
 
 def _vision_config(config):
@@ -132,32 +66,40 @@ class TokenLayout(OneStepPerLayer):
 
     @classmethod
     def from_config(cls, config, image_size: tuple[int, int]) -> TokenLayout:
-        """Layout for an input of ``image_size = (height, width)`` pixels.
+        """Layout of a global-attention ViT (ViT, DeiT, DINOv2, ...) for an input of ``image_size =
+        (height, width)`` pixels, as its family (:mod:`hf_vit_rollout.families`) declares it.
 
         Raises:
-            ValueError: for a ``model_type`` whose layout is unknown or unsupported.
+            ValueError: for a ``model_type`` whose layout is unknown, unsupported, or not a global grid.
         """
+        from . import family_for, unknown_model_type
+
         vision = _vision_config(config)
-        model_type = getattr(vision, "model_type", None)
-        if model_type in UNSUPPORTED_FAMILIES:
-            raise ValueError(f"{model_type!r} models are not supported: {UNSUPPORTED_FAMILIES[model_type]}")
-        if model_type not in _FAMILIES:
-            raise ValueError(
-                f"unknown model type {model_type!r}: attention rollout supports {', '.join(supported_model_types())}"
-            )
-        has_cls, extra, pooling = _FAMILIES[model_type]
-        if model_type == "beit" or model_type == "data2vec-vision":
-            pooling = "mean" if getattr(vision, "use_mean_pooling", False) else "cls"
-        registers = int(getattr(vision, "num_register_tokens", 0) or 0)
-        patch_size = getattr(vision, "patch_size", None)
+        family = family_for(vision)
+        if family is None:
+            raise ValueError(unknown_model_type(getattr(vision, "model_type", None)))
+        layout = family.layout(vision, image_size)
+        if not isinstance(layout, cls):
+            raise ValueError(f"{vision.model_type!r} models have a {type(layout).__name__}, not a global patch grid")
+        return layout
+
+    @classmethod
+    def of_grid(cls, config, image_size: tuple[int, int], has_cls: bool = True, extra: int = 0, pooling: str = "cls") -> TokenLayout:
+        """``[class token] + extra tokens + registers + patches`` for an ``image_size`` input: the patch
+        size and ``num_register_tokens`` from ``config``, what comes before them from the family.
+
+        Raises:
+            ValueError: the config has no ``patch_size``.
+        """
+        registers = int(getattr(config, "num_register_tokens", 0) or 0)
+        patch_size = getattr(config, "patch_size", None)
         if patch_size is None:
-            raise ValueError(f"the {model_type!r} config has no patch_size, so its patch grid is unknown")
+            raise ValueError(f"the {getattr(config, 'model_type', None)!r} config has no patch_size, so its patch grid is unknown")
         patch_h, patch_w = _pair(patch_size)
         height, width = image_size
-        grid = (height // patch_h, width // patch_w)
         return cls(
             num_prefix_tokens=int(has_cls) + extra + registers,
-            grid_size=grid,
+            grid_size=(height // patch_h, width // patch_w),
             cls_index=0 if has_cls else None,
             pooling=pooling,
         )

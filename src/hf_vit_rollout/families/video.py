@@ -43,7 +43,9 @@ from ..explanation import (
     save_arrays,
     write_manifest,
 )
+from ..images import PreparedImage, load_image
 from ..placement import Placement
+from .base import Family, relevance_mask
 from .tokens import OneStepPerLayer, _pair
 
 
@@ -286,13 +288,10 @@ def video_sources(videos) -> tuple[list, bool]:
     )
 
 
-class VideoFamily:
+class VideoFamily(Family):
     model_types = ("videomae", "vivit")
-    refused = False
+    is_video = True
     input_shape = "(B, T, C, H, W)"
-
-    def check(self, config) -> None:
-        """Every VideoMAE and ViViT checkpoint is explained."""
 
     @staticmethod
     def _tubelet(config) -> tuple[int, int, int]:
@@ -314,22 +313,11 @@ class VideoFamily:
     def patch_size(self, config) -> tuple[int, int]:
         return self._tubelet(config)[1:]
 
-    def attention_setup(self, vision_root):
-        from .window_capture import attention_setup
-
-        return attention_setup(vision_root, vision_root.config.model_type)
-
-    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
-        return {}
-
     sources = staticmethod(video_sources)
 
     def prepare(self, explainer, source, target, where):
-        """One clip → a :class:`~hf_vit_rollout.stages.PreparedImage` with ``(T, C, H, W)`` pixels
+        """One clip → a :class:`~hf_vit_rollout.images.PreparedImage` with ``(T, C, H, W)`` pixels
         and the list of frames as its image."""
-        from ..images import load_image
-        from ..stages import PreparedImage
-
         config = explainer.model.config
         where = where.replace("images[", "videos[")
         frames = list(source) if not hasattr(source, "ndim") else [f for f in source]
@@ -353,8 +341,6 @@ class VideoFamily:
 
     def results(self, explainer, prepared, passed, request, index):
         """One :class:`VideoExplanation` per explained target (a list with ``top_k``)."""
-        from ..stages import _mask  # the stages import the families
-
         layout = self.layout(explainer.model.config, tuple(prepared.pixel_values.shape[-2:]))
         maps = layout.patch_relevance(passed.relevance).clamp(min=0).numpy()
         tubelet = self._tubelet(explainer.model.config)[0]
@@ -363,7 +349,7 @@ class VideoFamily:
         predicted = None if probabilities is None else int(probabilities.argmax())
         results = []
         for rank, target in enumerate(passed.explained):
-            mask = _mask(maps[rank], index)
+            mask = relevance_mask(maps[rank], index)
             last = len(mask) - 1  # frames past the last whole tubelet show the last one
             heatmaps = np.stack([prepared.placement.heatmap(mask[min(i // tubelet, last)], size) for i in range(len(prepared.image))])
             shown = target if target is not None else predicted

@@ -5,8 +5,9 @@ modules are found here, block by block, instead of from ``_can_record_outputs``:
 ``SwinAttention`` dispatches through ``AttentionInterface`` (so the per-thread capture of
 :mod:`hf_vit_rollout.capture` records it like a ViT's), while Swin V2, Donut-Swin and
 MaskFormer-Swin compute attention themselves and return it (output 1 of the block's
-``attention.self``) only when the model is called with ``output_attentions=True``
-(:data:`FORWARD_KWARGS`); the capture's thread-owned hooks take it from there.
+``attention.self``) only when the model is called with ``output_attentions=True`` (each family's
+``forward_kwargs`` in :mod:`hf_vit_rollout.families.windowed`); the capture's thread-owned hooks
+take it from there.
 
 Swin and Donut-Swin overwrite a block's ``window_size`` / ``shift_size`` inside its forward when
 the grid is no larger than a window, and keep the new values afterwards, which would change later
@@ -23,29 +24,11 @@ from collections.abc import Iterator
 
 from torch import nn
 
-#: model_type -> class name of its windowed block.
-BLOCK_CLASSES: dict[str, str] = {
-    "swin": "SwinLayer",
-    "swinv2": "Swinv2Layer",
-    "donut-swin": "DonutSwinLayer",
-    "maskformer-swin": "MaskFormerSwinLayer",
-}
 
-#: Model keyword arguments under which each family's blocks return their attention. Swin's eager
-#: attention always returns it; MaskFormer-Swin's encoder (transformers 5.24) fails on
-#: ``output_attentions=True`` alone but runs with hidden states too.
-FORWARD_KWARGS: dict[str, dict] = {
-    "swin": {},
-    "swinv2": {"output_attentions": True},
-    "donut-swin": {"output_attentions": True},
-    "maskformer-swin": {"output_attentions": True, "output_hidden_states": True},
-}
-
-
-def find_window_blocks(model: nn.Module, model_type: str | None) -> list[nn.Module]:
-    """Every windowed block of ``model`` in module (= forward) order; empty for other families."""
-    wanted = BLOCK_CLASSES.get(model_type)
-    return [module for module in model.modules() if wanted is not None and type(module).__name__ == wanted]
+def find_window_blocks(model: nn.Module, block_class: str) -> list[nn.Module]:
+    """Every module of ``model`` whose class is named ``block_class`` (a windowed block), in module
+    (= forward) order."""
+    return [module for module in model.modules() if type(module).__name__ == block_class]
 
 
 def window_attention_modules(model: nn.Module, blocks: list[nn.Module]) -> list[tuple[str, nn.Module, int]]:
@@ -156,28 +139,3 @@ def kept_window_geometry(blocks: list[nn.Module], geometry=None) -> Iterator[Non
                         block.window_size, block.shift_size = window, shift
                 gate.saved, gate.geometry = [], None
                 gate.condition.notify_all()
-
-
-def attention_setup(vision_root: nn.Module, model_type: str | None) -> tuple[list[nn.Module], dict, list]:
-    """What a capture of this model needs: ``(window blocks, forward kwargs, attention modules)``.
-
-    Windowed models (Swin family) give their blocks, the keyword arguments that make them return
-    attention, and the blocks' attention modules; global-attention ViTs give no blocks, no extra
-    keyword arguments and their self-attention modules.
-
-    Raises:
-        UnsupportedModelError: a windowed family whose blocks are missing, or no attention modules.
-    """
-    from ..capture import find_attention_modules
-    from ..errors import UnsupportedModelError
-
-    name = type(vision_root).__name__
-    blocks = find_window_blocks(vision_root, model_type)
-    if model_type in FORWARD_KWARGS and not blocks:
-        raise UnsupportedModelError(f"{name} is a {model_type!r} model without its windowed blocks")
-    modules = window_attention_modules(vision_root, blocks) if blocks else find_attention_modules(vision_root)
-    if not modules:
-        raise UnsupportedModelError(
-            f"{name} has no global self-attention modules exposing attention maps, so attention rollout cannot explain it"
-        )
-    return blocks, dict(FORWARD_KWARGS.get(model_type, {})), modules

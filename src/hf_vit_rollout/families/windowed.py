@@ -1,4 +1,15 @@
-"""ViTDet: one token grid, with window-attention blocks and global-attention blocks mixed.
+"""Windowed families: Swin, Swin V2, Donut-Swin, MaskFormer-Swin (windows and patch merging) and ViTDet.
+
+**Swin family.** Each stage's blocks attend inside windows and patch merging halves the grid
+between stages; the layout is a :class:`~hf_vit_rollout.families.window_layout.WindowedLayout`
+(each family's window rule there), the token space :mod:`hf_vit_rollout.families.windows`. The
+capture takes each block's attention (:mod:`hf_vit_rollout.families.window_capture`): Swin's
+dispatches through ``AttentionInterface``; Swin V2, Donut-Swin and MaskFormer-Swin return it only
+under the forward keyword arguments each family declares. Swin and Donut-Swin clamp their blocks'
+windows inside the forward pass, so every call runs under
+:func:`~hf_vit_rollout.families.window_capture.kept_window_geometry`.
+
+**ViTDet**: one token grid, with window-attention blocks and global-attention blocks mixed.
 
 ``VitDetModel`` keeps a single ``h × w`` patch grid (no class token, no merging) through every
 block. Blocks listed in the config's ``window_block_indices`` attend inside ``window_size ×
@@ -31,8 +42,11 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UnsupportedModelError
+from .base import Family
 from .tokens import OneStepPerLayer
-from .windows import BlockGeometry, _pair, fold_layer_map
+from .window_capture import find_window_blocks, held_windows, kept_window_geometry, window_attention_modules
+from .window_layout import WindowedLayout
+from .windows import BlockGeometry, _pair, fold_layer_map, fold_window_attention
 
 _SOFTMAX = {torch.Tensor.softmax, torch.softmax, torch.nn.functional.softmax}
 
@@ -118,8 +132,6 @@ class MixedWindowLayout(OneStepPerLayer):
         """Block ``layer``'s attention as ``(B, heads, N, N)`` (window blocks folded)."""
         if not self.windows[layer]:
             return attention
-        from .windows import fold_window_attention
-
         block = self._block(layer)
         return torch.cat(
             [
@@ -129,10 +141,52 @@ class MixedWindowLayout(OneStepPerLayer):
         )
 
 
+class SwinFamily(Family):
+    """A Swin-family model: its windowed blocks, the keyword arguments that make them return their
+    attention, and the window geometry they hold.
 
-class VitDetFamily:
+    Args:
+        model_type: the ``model_type`` it answers for.
+        block_class: the class name of its windowed block.
+        forward_kwargs: model keyword arguments under which the blocks return their attention.
+    """
+
+    def __init__(self, model_type: str, block_class: str, forward_kwargs: dict):
+        self.model_types = (model_type,)
+        self.block_class = block_class
+        self.forward_kwargs = forward_kwargs
+
+    def check(self, config) -> None:
+        """Refuse a config whose windows and stages cannot be read."""
+        self._probe_layout(config)
+
+    def layout(self, config, image_size, held=None, inputs=None) -> WindowedLayout:
+        return WindowedLayout.from_config(config, image_size, held)
+
+    def attention_setup(self, vision_root):
+        """The windowed blocks, :attr:`forward_kwargs` and each block's attention module.
+
+        Raises:
+            UnsupportedModelError: the model has none of this family's blocks.
+        """
+        blocks = find_window_blocks(vision_root, self.block_class)
+        if not blocks:
+            raise UnsupportedModelError(f"{type(vision_root).__name__} is a {self.model_types[0]!r} model without its windowed blocks")
+        return blocks, dict(self.forward_kwargs), window_attention_modules(vision_root, blocks)
+
+    def held(self, blocks) -> list[tuple[int, int]] | None:
+        """The ``(window, shift)`` the blocks hold outside the explainer's calls
+        (:func:`~hf_vit_rollout.families.window_capture.held_windows`)."""
+        return held_windows(blocks) if blocks else None
+
+    def forward_context(self, explainer, input_size: tuple[int, int]):
+        """The blocks run with this input size's window geometry, shared only with calls that clamp them
+        alike, and are restored afterwards (:func:`~hf_vit_rollout.families.window_capture.kept_window_geometry`)."""
+        return kept_window_geometry(explainer.window_blocks, explainer.layout(input_size).geometry())
+
+
+class VitDetFamily(Family):
     model_types = ("vitdet",)
-    refused = False
 
     def check(self, config) -> None:
         residual = list(getattr(config, "residual_block_indices", None) or [])
@@ -157,8 +211,13 @@ class VitDetFamily:
             raise UnsupportedModelError(f"{type(vision_root).__name__} has no ViTDet attention modules")
         return [], {}, modules
 
-    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
-        return {}
 
-
-FAMILIES = (VitDetFamily(),)
+#: Swin's eager attention always returns its maps; MaskFormer-Swin's encoder (transformers 5.24) fails
+#: on ``output_attentions=True`` alone but runs with hidden states too.
+FAMILIES = (
+    SwinFamily("swin", "SwinLayer", {}),
+    SwinFamily("swinv2", "Swinv2Layer", {"output_attentions": True}),
+    SwinFamily("donut-swin", "DonutSwinLayer", {"output_attentions": True}),
+    SwinFamily("maskformer-swin", "MaskFormerSwinLayer", {"output_attentions": True, "output_hidden_states": True}),
+    VitDetFamily(),
+)

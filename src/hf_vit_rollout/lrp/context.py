@@ -146,10 +146,9 @@ class RelevanceContext:
         self.model, self.rules, self.budget = model, rules, budget
         self.root = model if root is None else root
         if attention_modules is None:  # as the explainer finds them (windowed models: block by block)
-            from ..families.window_capture import attention_setup
+            from ..families import Family, family_for
 
-            vision = getattr(model.config, "vision_config", None) or model.config
-            attention_modules = attention_setup(self.root, getattr(vision, "model_type", None))[2]
+            attention_modules = (family_for(model.config) or Family()).attention_setup(self.root)[2]
         if any(capture_module._eager_function(module) is None for _, module, _ in attention_modules):
             raise ValueError(
                 f"{type(model).__name__}'s attention modules do not dispatch through transformers' "
