@@ -243,12 +243,13 @@ class RolloutExplainer:
             if given and not (given == ["target"] and request._only_predicted()):
                 raise TargetError(
                     f"{name} predicts a dense map (depth), not classes: explain a region of it with "
-                    f"region=(x0, y0, x1, y1) in image pixels (default: the whole image), not {given[0]}="
+                    f"region=(x0, y0, x1, y1) in image pixels or region=mask (default: the whole image), not {given[0]}="
                 )
             request.check_model(self.num_layers, self.num_heads)
             return request
-        if request.region is not None:
-            raise TargetError(f"region= names a region of a dense prediction (DPT depth); {name} predicts none")
+        if request.region is not None or request.region_reduce is not None:
+            given = "region=" if request.region is not None else "region_reduce="
+            raise TargetError(f"{given} names a region of a dense prediction (DPT depth); {name} predicts none")
         if self.is_detector:
             asked = ("target", "top_k") if self.family.needs_text else ("target", "text", "top_k")
             given = [k for k in asked if getattr(request, k) is not None]
