@@ -58,6 +58,8 @@ _SHELL_TERMS = [
     (re.compile(r"\(target=index\)"), "(--target INDEX)"),
     (re.compile(r"\bdetection=index\b"), "--detection INDEX"),
     (re.compile(r"region=\(x0, y0, x1, y1\)"), "--region X0 Y0 X1 Y1"),
+    (re.compile(r"region=mask\b"), "--region-mask MASK.png"),
+    (re.compile(r"\bregion_reduce="), "--region-reduce"),
     (re.compile(r"\b(target|text|top_k|layer|head|start_layer|masks|detection|min_score|region)=(?=[\s,;.)]|$)"), r"--\1"),
 ]
 
@@ -128,6 +130,14 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--region", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
         help="depth models (DPT): explain the mean predicted depth of this box, in image pixels (default: the whole image)",
+    )
+    parser.add_argument(
+        "--region-mask", "--region_mask", type=Path, default=None, metavar="MASK.png",
+        help="depth models: explain the region of this mask image instead of a box (the image's size; pixels above 127 inside)",
+    )
+    parser.add_argument(
+        "--region-reduce", "--region_reduce", choices=("mean", "sum", "max", "min"), default=None,
+        help="depth models: how the region's predicted depths become the explained score (default: mean)",
     )
     parser.add_argument("--layer", type=int, default=None, help="method 'attention': which layer (default -1, the last)")
     parser.add_argument("--head", type=int, default=None, help="method 'attention': which head (default: heads fused)")
@@ -334,6 +344,21 @@ def _quiet_hub_logging() -> None:
         pass
 
 
+def _region_of(args):
+    """``--region``'s box or ``--region-mask``'s mask (a PIL image), ``None`` without either."""
+    if args.region_mask is None:
+        return None if args.region is None else tuple(args.region)
+    if args.region is not None:
+        raise TargetError("give either --region X0 Y0 X1 Y1 or --region-mask MASK.png, not both")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(args.region_mask) as mask:
+            return mask.convert("L")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read the region mask {str(args.region_mask)!r} as an image: {exc}") from None
+
+
 def _hub_kwargs(args) -> dict:
     return {"local_files_only": True} if args.local_files_only else {}
 
@@ -371,7 +396,7 @@ def run_explain(argv: list[str]) -> int:
         request = explainer.request(
             target=target, top_k=args.top_k, text=args.text, progress=not args.quiet, full_resolution=args.full_resolution,
             layer=args.layer, head=args.head, start_layer=args.start_layer, detection=args.detection, min_score=args.min_score,
-            region=None if args.region is None else tuple(args.region),
+            region=_region_of(args), region_reduce=args.region_reduce,
         )
         stems = unique_stems(paths)
         # the generator drives the loop, so it runs to its end (its progress bar reaches the total)

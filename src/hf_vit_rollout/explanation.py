@@ -147,7 +147,9 @@ class Explanation:
         arrays = save_arrays(self, _ARRAY_FIELDS, folder)
         plain = {name: getattr(self, name) for name in _PLAIN_FIELDS}
         if self.detection is not None:
-            plain.update(detection=self.detection, box=None if self.box is None else list(self.box))
+            plain["detection"] = self.detection
+        if self.box is not None:  # a detection's box or a dense model's region
+            plain["box"] = list(self.box)
         write_manifest(folder, SAVE_MANIFEST, {**plain}, self.params, self.placement, arrays)
         return folder
 

@@ -48,7 +48,7 @@ from .request import ExplainRequest, check_device
 TASK = "vit-explanation"
 _SETTINGS = (
     "method", "head_fusion", "discard_ratio", "target", "text", "top_k", "full_resolution", "layer", "head", "start_layer",
-    "detection", "min_score", "region",
+    "detection", "min_score", "region", "region_reduce",
 )
 
 

@@ -128,6 +128,15 @@ class Family:
         """Whether ``model`` predicts a dense map whose regions are explained (``region=``)."""
         return False
 
+    @staticmethod
+    def _refuse_region(explainer, request) -> None:
+        """Refuse ``region=`` / ``region_reduce=`` for a model that predicts no dense map."""
+        if request.region is not None or request.region_reduce is not None:
+            given = "region=" if request.region is not None else "region_reduce="
+            raise TargetError(
+                f"{given} names a region of a dense prediction (DPT depth); {type(explainer.model).__name__} predicts none"
+            )
+
     def check_request(self, explainer, request) -> None:
         """Refuse settings this model cannot explain (an image classifier, backbone or image-text model
         here), then the layer, head and class settings.
@@ -136,8 +145,7 @@ class Family:
             TargetError: a setting for another kind of model, or a target the model does not have.
         """
         name = type(explainer.model).__name__
-        if request.region is not None:
-            raise TargetError(f"region= names a region of a dense prediction (DPT depth); {name} predicts none")
+        self._refuse_region(explainer, request)
         if isinstance(request.text, tuple):
             raise TargetError(f"text= takes one description for {name}; a list of queries is for open-vocabulary detectors (OWL-ViT)")
         if request.detection is not None or request.min_score is not None:

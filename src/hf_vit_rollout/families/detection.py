@@ -141,8 +141,7 @@ class YolosFamily(Family):
         if not self.is_detector_model(explainer.model):
             return super().check_request(explainer, request)
         name = type(explainer.model).__name__
-        if request.region is not None:
-            raise TargetError(f"region= names a region of a dense prediction (DPT depth); {name} predicts none")
+        self._refuse_region(explainer, request)
         asked = ("target", "top_k") if self.needs_text else ("target", "text", "top_k")
         given = [k for k in asked if getattr(request, k) is not None]
         if given and not (given == ["target"] and request._only_predicted()):
