@@ -198,6 +198,8 @@ class RolloutExplainer:
 
     @property
     def _has_classifier(self) -> bool:
+        if getattr(self.family, "is_segmenter", lambda model: False)(self.model):  # a class per pixel
+            return True
         return any(hasattr(self.model, name) for name in ("classifier", "cls_classifier", "class_labels_classifier"))
 
     @property
@@ -239,13 +241,27 @@ class RolloutExplainer:
         request = self.defaults.updated(**settings)
         name = type(self.model).__name__
         if getattr(self.family, "has_regions", lambda model: False)(self.model):  # a dense prediction: region targets
+            segmenter = self.family.is_segmenter(self.model)
             given = [k for k in ("target", "text", "top_k", "detection", "min_score") if getattr(request, k) is not None]
-            if given and not (given == ["target"] and request._only_predicted()):
+            if segmenter and given and given != ["target"]:
+                raise TargetError(
+                    f"{name} predicts a class per pixel: explain a region of it with region=(x0, y0, x1, y1) or "
+                    f"region=mask and the class with target=, not {given[0]}="
+                )
+            if not segmenter and given and not (given == ["target"] and request._only_predicted()):
                 raise TargetError(
                     f"{name} predicts a dense map (depth), not classes: explain a region of it with "
                     f"region=(x0, y0, x1, y1) in image pixels or region=mask (default: the whole image), not {given[0]}="
                 )
             request.check_model(self.num_layers, self.num_heads)
+            if segmenter:
+                if request.callable_target is not None:
+                    raise TargetError(
+                        f"{name} explains a class over a region: give target= a class index or label name, not a callable"
+                    )
+                for target in request.target if request.targets_per_image else (request.target,):
+                    if target is not None:
+                        self.resolve_target(target)
             return request
         if request.region is not None or request.region_reduce is not None:
             given = "region=" if request.region is not None else "region_reduce="
