@@ -21,7 +21,7 @@ PACKAGE = Path(hf_vit_rollout.__file__).resolve().parent
 #: What the explainer and the stages ask a family (the families package's docstring lists them).
 METHODS = (
     "check", "layout", "patch_size", "attention_setup", "held", "forward_context", "call_kwargs", "tile_text",
-    "sources", "is_detector_model", "has_regions", "check_request", "prepare", "objectives", "results",
+    "sources", "has_classifier", "is_detector_model", "has_regions", "check_request", "prepare", "objectives", "results",
 )
 FLAGS = {"model_types": tuple, "refused": bool, "needs_text": bool, "is_video": bool, "input_shape": str}
 

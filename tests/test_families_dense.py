@@ -329,3 +329,115 @@ def test_masks_through_the_pipeline_and_the_cli(folder, tmp_path, capsys):
     assert "give either --region X0 Y0 X1 Y1 or --region-mask MASK.png, not both" in capsys.readouterr().err
     assert main([str(path), "--model", folder, "--region-mask", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o3")]) == 2
     assert "cannot read the region mask" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ semantic segmentation
+SEG_LABELS = {0: "floor", 1: "wall", 2: "sky"}
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dpt_seg")
+    torch.manual_seed(1)
+    config = T.DPTConfig(**DPT, num_labels=3, id2label=SEG_LABELS, label2id={v: k for k, v in SEG_LABELS.items()})
+    T.DPTForSemanticSegmentation(config).save_pretrained(path)
+    T.DPTImageProcessorPil(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(path)
+    return str(path)
+
+
+def _hand_segment(folder, pixels, target):
+    """GAE for the mean logit of ``target`` over REGION (input x < 16, y < 16), from the model's own
+    attentions and their gradients; also the class most of the region's pixels are predicted as."""
+    ref = T.DPTForSemanticSegmentation.from_pretrained(folder, attn_implementation="eager").eval()
+    out = ref(pixels, output_attentions=True)
+    for a in out.attentions:
+        a.retain_grad()
+    logits = out.logits[0]
+    side = logits.shape[-1]
+    region = logits[:, : side // 2, : side // 2]  # input y < 16, x < 16 of the 32 × 32 input
+    majority = int(torch.bincount(region.argmax(0).flatten(), minlength=3).argmax())
+    target = majority if target is None else target
+    score = region[target].mean()
+    score.backward()
+    n = out.attentions[0].shape[-1]
+    w = torch.zeros(n)
+    for r in (0, 1):
+        for c in (0, 1):
+            w[1 + r * 4 + c] = 0.25
+    chain = torch.eye(n)
+    for a in out.attentions:
+        chain = chain + (a[0].detach() * a.grad[0]).clamp(min=0).mean(0) @ chain
+    return (w @ chain).numpy(), float(score.detach()), target, majority
+
+
+@pytest.mark.parametrize("target", [None, 2, "wall"])
+def test_a_segmenters_region_class_equals_a_hand_computation(segmenter, target):
+    explainer = RolloutExplainer.from_pretrained(segmenter)
+    assert type(explainer.model).__name__ == "DPTForSemanticSegmentation"
+    image = _images()[0]
+    pixels = explainer.image_processor(images=image, return_tensors="pt")["pixel_values"]
+    index = {"wall": 1}.get(target, target)
+    expected, score, explained, majority = _hand_segment(segmenter, pixels, index)
+    got = explainer(image, method="gae", region=REGION, target=target)
+    np.testing.assert_allclose(got.token_relevance, expected, rtol=1e-4, atol=1e-6)
+    assert got.score == pytest.approx(score, rel=1e-5)
+    assert (got.target, got.label, got.predicted, got.box) == (explained, SEG_LABELS[explained], majority, REGION)
+
+
+def test_a_segmenters_targets_per_image_and_errors(segmenter):
+    explainer = RolloutExplainer.from_pretrained(segmenter)
+    images = _images()
+    together = explainer(images, method="gae", target=[0, "sky"])
+    for image, target, one in zip(images, [0, "sky"], together):
+        alone = explainer(image, method="gae", target=target)
+        np.testing.assert_allclose(one.token_relevance, alone.token_relevance, rtol=1e-5, atol=1e-7)
+    assert [t.target for t in together] == [0, 2]
+    with pytest.raises(TargetError, match="out of range|0 to 2"):
+        explainer(images[0], method="gae", target=5)
+    with pytest.raises(TargetError, match="predicts a class per pixel: explain a region of it .* not top_k="):
+        explainer(images[0], method="gae", top_k=2)
+    with pytest.raises(TargetError, match="not a callable"):
+        explainer(images[0], method="gae", target=lambda out: out.logits.mean((1, 2, 3)))
+
+
+def test_a_segmenter_through_the_pipeline_and_the_cli(segmenter, tmp_path):
+    from PIL import Image
+
+    from hf_vit_rollout.cli import main
+    from hf_vit_rollout.pipeline import pipeline
+
+    direct = RolloutExplainer.from_pretrained(segmenter)(_images()[0], method="gae", region=REGION, target="sky")
+    result = pipeline(model=segmenter, method="gae")(Image.fromarray(_images()[0]), region=REGION, target="sky")
+    np.testing.assert_allclose(result["explanation"].mask, direct.mask, rtol=1e-5)
+    path = tmp_path / "street.png"
+    Image.fromarray(_images()[0]).save(path)
+    assert main([str(path), "--model", segmenter, "--method", "gae", "--target", "sky", "--region", "0", "0", "30", "20",
+                 "--save-maps", "--out", str(tmp_path / "out")]) == 0
+    (saved,) = (tmp_path / "out").glob("*.npy")
+    np.testing.assert_allclose(np.load(saved), direct.heatmap, rtol=1e-5, atol=1e-6)
+
+
+def test_segmentation_checkpoints_of_other_families_still_load_as_backbones(tmp_path):
+    """Only DPT's segmentation head is explained; a BEiT segmentation checkpoint loads as its backbone."""
+    torch.manual_seed(0)
+    config = T.BeitConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=32,
+                          patch_size=8, out_indices=[0, 1, 2, 3], num_labels=3)
+    T.BeitForSemanticSegmentation(config).save_pretrained(tmp_path)
+    T.BeitImageProcessorPil(size={"height": 32, "width": 32}, do_center_crop=False).save_pretrained(tmp_path)
+    explainer = RolloutExplainer.from_pretrained(str(tmp_path))
+    assert type(explainer.model).__name__ == "BeitModel"
+    assert explainer(_images()[0]).mask.shape == (4, 4)
+
+
+def test_the_app_names_a_segmenters_class_in_its_caption(segmenter):
+    gr = pytest.importorskip("gradio")
+    from PIL import Image
+
+    from hf_vit_rollout.app import ModelChoice, explain
+
+    want = RolloutExplainer.from_pretrained(segmenter)(_images()[0], method="gae", region=REGION)
+    settings = {"method": "gae", "head_fusion": "mean", "discard_ratio": 0.0, "target": "predicted class", "region": REGION}
+    _, caption = explain(ModelChoice(("demo", segmenter)), Image.fromarray(_images()[0]), segmenter, settings)
+    assert caption == f"gae · {want.label!r}, mean logit {want.score:.4g}, over the region (0, 0, 30, 20)"
+    with pytest.raises(gr.Error, match="lies outside"):
+        explain(ModelChoice(("demo", segmenter)), Image.fromarray(_images()[0]), segmenter, {**settings, "region": (100, 100, 120, 130)})

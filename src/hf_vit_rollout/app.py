@@ -204,7 +204,8 @@ def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap
     if not isinstance(found, list):
         if kind == "dense":
             x0, y0, x1, y1 = found.box
-            caption = f"{found.method} · mean depth {found.score:.4g} over the region ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+            what = f"mean depth {found.score:.4g}" if found.target is None else f"{found.label!r}, mean logit {found.score:.4g},"
+            caption = f"{found.method} · {what} over the region ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
             return choice.files.save(display_overlay(found, colormap)), caption, []
         if found.detection is None:
             return choice.files.save(display_overlay(found, colormap)), found.title, []

@@ -191,7 +191,7 @@ class RolloutExplainer:
 
     @property
     def _has_classifier(self) -> bool:
-        return any(hasattr(self.model, name) for name in ("classifier", "cls_classifier", "class_labels_classifier"))
+        return self.family.has_classifier(self.model)
 
     @property
     def is_detector(self) -> bool:

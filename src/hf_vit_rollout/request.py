@@ -266,6 +266,8 @@ class ExplainRequest:
         wanted = [name for name in ("target", "text", "top_k", "detection", "min_score", "region") if getattr(self, name) is not None]
         detections = [name for name in wanted if name in ("detection", "min_score")]
         others = [name for name in wanted if name not in ("detection", "min_score", "text")]  # text names detectors' queries
+        if wanted[:1] == ["target"] and "region" in wanted and len(wanted) == 2:  # a segmenter's class in a region
+            wanted = ["region"]
         if len(wanted) > 1 and (len(detections) > 1 or (detections and others) or "region" in wanted):
             clash = [name for name in wanted if name != "text"] if detections else wanted
             raise TargetError(

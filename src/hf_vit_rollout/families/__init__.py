@@ -15,8 +15,8 @@ is. What every family answers (the base class's defaults in brackets):
   the blocks hold and ``forward_context(explainer, input_size)`` the context forward passes run in
   [none]; ``call_kwargs(vision_root, pixel_values)`` what one forward pass needs (ViT-MAE's fixed
   noise) [``{}``]; ``tile_text(text_inputs, batch)`` [as given];
-* inputs, targets and outputs: ``sources(images)`` [images]; ``is_detector_model(model)``,
-  ``has_regions(model)`` [``False``]; ``check_request(explainer, request)`` the settings this model
+* inputs, targets and outputs: ``sources(images)`` [images]; ``has_classifier(model)`` [a
+  classification head]; ``is_detector_model(model)``, ``has_regions(model)`` [``False``]; ``check_request(explainer, request)`` the settings this model
   takes [an image classifier's, backbone's or image-text model's]; ``prepare(explainer, source,
   target, where)`` one input → :class:`~hf_vit_rollout.images.PreparedImage` [one image];
   ``objectives(explainer, outputs, batch, request, layout)`` objectives with their own output rows

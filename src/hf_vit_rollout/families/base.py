@@ -120,6 +120,10 @@ class Family:
         """A call's inputs → ``(list of sources, single)`` (:func:`~hf_vit_rollout.images.image_sources`)."""
         return image_sources(images)
 
+    def has_classifier(self, model) -> bool:
+        """Whether ``model``'s outputs score classes (a classification head; ``id2label`` names them)."""
+        return any(hasattr(model, name) for name in ("classifier", "cls_classifier", "class_labels_classifier"))
+
     def is_detector_model(self, model) -> bool:
         """Whether ``model`` predicts boxes (``detection=`` and ``min_score=`` name what to explain)."""
         return False

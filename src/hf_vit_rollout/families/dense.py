@@ -1,4 +1,10 @@
-"""Dense heads: DPT and Depth Anything depth estimation, explained for a region of their output.
+"""Dense heads: DPT and Depth Anything depth estimation, and DPT semantic segmentation, explained
+for a region of their output.
+
+``DPTForSemanticSegmentation`` has the same backbone and neck with a head that predicts class
+logits per pixel ``(B, C, H_o, W_o)``; there a region target explains the region's logits of one
+class (``target=``, default the class predicted for most of the region's pixels), reduced the same
+way, and the explanation's ``label`` names the class.
 
 ``DepthAnythingForDepthEstimation`` has the same shape of neck and head over a DINOv2 backbone
 (``[CLS, registers, patches]``); it predicts relative inverse depth (larger is nearer), so there the
@@ -58,12 +64,19 @@ class DenseLayout(TokenLayout):
     }
 
 
+#: model types whose ``*ForSemanticSegmentation`` checkpoints load with their head and are explained.
+SEGMENTER_TYPES = ("dpt",)
+
+
 @dataclass(frozen=True)
 class RegionTarget:
-    """One explained region: its box in image pixels (a mask's bounding box) and its score."""
+    """One explained region: its box in image pixels (a mask's bounding box) and its score; for a
+    segmenter also the explained class ``target`` and the region's majority class ``predicted``."""
 
     box: tuple[float, float, float, float]
     value: float
+    target: int | None = None
+    predicted: int | None = None
 
 
 def _image_to_input(placement, x, y):
@@ -127,8 +140,14 @@ class DenseFamily(Family):
 
     @staticmethod
     def has_regions(model) -> bool:
-        """Whether ``model`` has a depth head (``DPTForDepthEstimation``; ``DPTModel`` is a backbone)."""
+        """Whether ``model`` has a dense head (``DPTForDepthEstimation``, ``DPTForSemanticSegmentation``;
+        ``DPTModel`` is a backbone)."""
         return hasattr(model, "head") and hasattr(model, "neck")
+
+    @staticmethod
+    def is_segmenter(model) -> bool:
+        """Whether ``model`` predicts a class per pixel (``DPTForSemanticSegmentation``) rather than depth."""
+        return type(model).__name__.endswith("ForSemanticSegmentation")
 
     # ----------------------------------------------------------------- region targets
     @staticmethod
@@ -178,36 +197,63 @@ class DenseFamily(Family):
 
         return inside, ((ix0 + ix1) / 2, (iy0 + iy1) / 2)
 
+    def has_classifier(self, model) -> bool:
+        """A segmenter's outputs score a class per pixel; a depth model has none."""
+        return self.is_segmenter(model) or super().has_classifier(model)
+
     def check_request(self, explainer, request) -> None:
-        """A depth model takes ``region=`` only (a backbone: what any image model takes)."""
+        """A depth model takes ``region=`` only, a segmenter ``region=`` and a class ``target=`` (a
+        backbone: what any image model takes)."""
         if not self.has_regions(explainer.model):
             return super().check_request(explainer, request)
+        name = type(explainer.model).__name__
+        segmenter = self.is_segmenter(explainer.model)
         given = [k for k in ("target", "text", "top_k", "detection", "min_score") if getattr(request, k) is not None]
-        if given and not (given == ["target"] and request._only_predicted()):
+        if segmenter and given and given != ["target"]:
             raise TargetError(
-                f"{type(explainer.model).__name__} predicts a dense map (depth), not classes: explain a region of it "
-                f"with region=(x0, y0, x1, y1) in image pixels or region=mask (default: the whole image), not {given[0]}="
+                f"{name} predicts a class per pixel: explain a region of it with region=(x0, y0, x1, y1) or "
+                f"region=mask and the class with target=, not {given[0]}="
+            )
+        if not segmenter and given and not (given == ["target"] and request._only_predicted()):
+            raise TargetError(
+                f"{name} predicts a dense map (depth), not classes: explain a region of it with "
+                f"region=(x0, y0, x1, y1) in image pixels or region=mask (default: the whole image), not {given[0]}="
             )
         request.check_model(explainer.num_layers, explainer.num_heads)
+        if segmenter:
+            if request.callable_target is not None:
+                raise TargetError(
+                    f"{name} explains a class over a region: give target= a class index or label name, not a callable"
+                )
+            for target in request.target if request.targets_per_image else (request.target,):
+                if target is not None:
+                    explainer.resolve_target(target)
 
     def objectives(self, explainer, outputs, batch, request, layout):
         """``[(scores (B,), explained, rows (B, N))]``: one rank, each image's region (``None`` for a backbone).
 
-        A depth pixel or a patch token is in the region when its centre is; the score is
-        ``request.region_reduce`` (default the mean) of the region's predicted depths.
+        A depth (or logit) pixel or a patch token is in the region when its centre is. The score is
+        ``request.region_reduce`` (default the mean) of the region's predicted depths; for a segmenter,
+        of the region's logits of the image's target class (default: the class predicted for most of
+        the region's pixels).
         """
         if not self.has_regions(explainer.model):
             return None
-        depth = outputs.predicted_depth
-        if depth.dim() == 4:
-            depth = depth.squeeze(1)
+        segmenter = self.is_segmenter(explainer.model)
+        if segmenter:
+            logits = outputs.logits  # (B, C, H_o, W_o)
+            depth = logits[:, 0]  # its size and device; the class is chosen per image below
+        else:
+            depth = outputs.predicted_depth
+            if depth.dim() == 4:
+                depth = depth.squeeze(1)
         input_size = tuple(batch[0].pixel_values.shape[-2:])
         in_h, in_w = input_size
         dep_h, dep_w = depth.shape[-2:]
         patch_h, patch_w = explainer.patch_size
         gh, gw = layout.grid_size
         rows = torch.zeros(len(batch), layout.num_tokens, device=depth.device)
-        masks, explained = [], []
+        masks, explained, classes, majority = [], [], [], []
         for b, prepared in enumerate(batch):
             where = f"images[{b}]" if prepared.placement is not None else f"pixel_values[{b}]"
             inside, (cx, cy) = self._inside(request.region, prepared.placement, input_size, where)
@@ -217,6 +263,11 @@ class DenseFamily(Family):
                     f"region {request.region!r} of {where} covers no pixel the model saw (the processor's crop left "
                     "none inside it, or it is thinner than one depth pixel); give a larger region, or one inside the crop"
                 )
+            if segmenter:
+                votes = logits[b].detach().argmax(0)[torch.from_numpy(mask).to(logits.device)]
+                majority.append(int(torch.bincount(votes, minlength=logits.shape[1]).argmax()))
+                target = prepared.target
+                classes.append(majority[-1] if target is None else explainer.resolve_target(target))
             masks.append(torch.from_numpy(mask))
             cells = inside((np.arange(gh) + 0.5) * patch_h, (np.arange(gw) + 0.5) * patch_w)
             if not cells.any():  # smaller than a patch: the patch under its centre
@@ -224,6 +275,8 @@ class DenseFamily(Family):
             flat = torch.from_numpy(cells.reshape(-1)).to(depth.device)
             rows[b, layout.num_prefix_tokens :][flat] = 1.0 / int(flat.sum())
         masks = torch.stack(masks).to(depth.device)
+        if segmenter:
+            depth = logits[torch.arange(len(batch), device=logits.device), torch.tensor(classes, device=logits.device)]
         scores = reduce_region(depth, masks, request.region_reduce or "mean")
         for b, prepared in enumerate(batch):
             region = request.region
@@ -233,7 +286,7 @@ class DenseFamily(Family):
                 box = (0.0, 0.0, *map(float, prepared.placement.image_size))
             else:
                 box = region
-            explained.append(RegionTarget(box, float(scores[b].detach())))
+            explained.append(RegionTarget(box, float(scores[b].detach()), *((classes[b], majority[b]) if segmenter else ())))
         return [(scores, explained, rows)]
 
     def results(self, explainer, prepared, passed, request, index):
@@ -248,12 +301,19 @@ class DenseFamily(Family):
         region = passed.explained[0]
         mask = relevance_mask(layout.patch_relevance(passed.relevance).clamp(min=0).numpy()[0], index)
         size = prepared.placement.output_size(request.full_resolution)
+        reduce = request.region_reduce or "mean"
+        if region.target is not None:  # a segmenter: the class explained over the region
+            label = explainer.id2label.get(region.target, str(region.target))
+        else:
+            label = f"{reduce} depth"
         return Explanation(
             image=prepared.image,
             mask=mask,
             heatmap=prepared.placement.heatmap(mask, size),
             method=request.method,
-            label=f"{request.region_reduce or 'mean'} depth",
+            target=region.target,
+            predicted=region.predicted,
+            label=label,
             score=region.value,
             token_relevance=passed.relevance[0].numpy(),
             params=request.params(),
