@@ -266,8 +266,8 @@ def test_a_clip_too_large_is_refused_before_its_frames_are_decoded(choice, folde
         explain(choice, None, folders["video"], {**BASE, "clip": str(gif)})
     assert decoded == []
     monkeypatch.setattr(images, "MAX_PIXELS", 10**8)
-    from hf_vit_rollout.app import clip_frames
+    from hf_vit_rollout.videos import read_video
 
     decoded.clear()
-    taken = clip_frames(str(gif), 4, "the clip")
+    taken = read_video(str(gif), 4, "the clip")
     assert len(decoded) == 4 and [f.getpixel((0, 0))[0] for f in taken] == [0, 30, 90, 120]

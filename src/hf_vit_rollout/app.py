@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .errors import InputError, TargetError, UnsupportedModelError
 from .methods import HEAD_FUSIONS, METHODS
+from .videos import VIDEO_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -220,37 +221,6 @@ def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap
     return gallery[0][0], caption, gallery
 
 
-def clip_frames(path, num_frames: int, where: str = "the clip") -> list:
-    """An animated GIF's frames (RGB), ``num_frames`` of them evenly spaced from first to last.
-
-    Raises:
-        InputError: not a readable GIF, or fewer frames than ``num_frames``.
-    """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    from .images import _check_size
-
-    try:
-        with Image.open(path) as clip:
-            _check_size(*clip.size, where)  # before decoding any frame
-            count = int(getattr(clip, "n_frames", 1))
-            if count < num_frames:
-                raise InputError(
-                    f"{where} has {count} frame{'s' if count != 1 else ''}; this model takes {num_frames}: "
-                    f"upload an animated GIF of at least {num_frames} frames (that many are taken, evenly spaced)"
-                )
-            frames = []
-            for i in np.linspace(0, count - 1, num_frames).round().astype(int):  # only the frames taken are kept
-                clip.seek(int(i))
-                frames.append(clip.convert("RGB"))
-    except InputError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{where} could not be read as an animated GIF ({exc}); upload a GIF") from None
-    return frames
-
-
 def _explain_clip(choice: ModelChoice, explainer, model: str, settings: dict, colormap: str):
     """A video model's explanation for the UI: ``(animated overlay GIF path, caption, per-frame overlays)``."""
     import gradio as gr
@@ -260,12 +230,15 @@ def _explain_clip(choice: ModelChoice, explainer, model: str, settings: dict, co
     if clip is None:
         raise gr.Error(
             f"{model!r} is a video model ({type(explainer.model).__name__}) and explains clips of {frames} frames: "
-            f"upload one as an animated GIF in the clip box ({frames} frames are taken from it, evenly spaced)."
+            f"upload one as an animated GIF (or, with the video extra, a video file) in the clip box ({frames} frames "
+            "are taken from it, evenly spaced)."
         )
     for name in ("target", "layer", "head", "start_layer", "min_score", "detection", "queries", "region"):
         settings.pop(name, None)
     try:
-        explanation = explainer(clip_frames(getattr(clip, "name", clip), frames), **settings)
+        from .videos import read_video
+
+        explanation = explainer(read_video(getattr(clip, "name", clip), frames, "the clip"), **settings)
     except (InputError, TargetError, UnsupportedModelError, ValueError, TypeError, OSError) as exc:
         raise gr.Error(str(exc)) from None
     overlays = explanation.overlays(colormap)
@@ -446,7 +419,8 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
                                             elem_id="detection", visible="detection" in extra)
                 queries = gr.Textbox("", label="text queries (comma-separated)", placeholder="a cat, a remote control", elem_id="queries",
                                      visible="queries" in extra)
-                clip = gr.File(label="clip (an animated GIF)", file_types=[".gif"], elem_id="clip", visible="clip" in extra)
+                clip = gr.File(label="clip (an animated GIF, or a video file with the video extra)", file_types=list(VIDEO_SUFFIXES),
+                               elem_id="clip", visible="clip" in extra)
                 with gr.Row(visible="region" in extra, elem_id="region") as region_row:
                     region = [gr.Number(label=f"region {name} (px)", elem_id=f"region-{name}") for name in ("x0", "y0", "x1", "y1")]
                 button = gr.Button("Explain", variant="primary", elem_id="explain")
