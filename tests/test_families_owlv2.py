@@ -170,6 +170,7 @@ def test_range_errors_and_queries_are_required(folder):
 def test_model_state_is_restored_after_success_and_failure(folder):
     explainer = RolloutExplainer.from_pretrained(folder)
     model = explainer.model
+    model.train()  # a model in training mode: explained in eval mode, given back in training mode
 
     def state():
         return ([m.config._attn_implementation for m in model.modules() if hasattr(m, "config")],
@@ -194,7 +195,7 @@ def test_model_state_is_restored_after_success_and_failure(folder):
     finally:
         del layers[1].self_attn.forward
     assert layers[0].self_attn.forward == original
-    assert state() == before
+    assert state() == before and model.training
 
 
 def test_pipeline_and_cli_explain_boxes(folder, tmp_path, capsys):
