@@ -228,3 +228,13 @@ def test_pipeline_and_cli_explain_boxes(folder, tmp_path, capsys):
         np.testing.assert_allclose(np.load(saved), e.heatmap, rtol=1e-5, atol=1e-6)
     assert main([str(path), "--model", folder, "--text", "a cat", "--detection", "16", "--out", str(tmp_path / "o2")]) != 0
     assert "detection 16 is out of range" in capsys.readouterr().err
+
+
+def test_an_explanation_saves_and_loads_with_its_padded_placement(folder, tmp_path):
+    from hf_vit_rollout import Explanation
+
+    explanation = RolloutExplainer.from_pretrained(folder)(_images()[0], method="gae", text=QUERIES, detection=5)
+    assert explanation.placement.resized == pytest.approx((40 * 32 / 60, 32.0))  # the image's part of the square input
+    again = Explanation.load(explanation.save(tmp_path / "saved"))
+    assert again == explanation and again.placement == explanation.placement
+    np.testing.assert_array_equal(again.heatmap_at((60, 40)), explanation.heatmap)
