@@ -235,6 +235,7 @@ class OwlViTFamily(YolosFamily):
 
     model_types = ("owlvit_vision_model",)
     needs_text = True
+    one_box_per_patch = True  # thousands of boxes on a real checkpoint: the app asks for an index
     #: the detector's attribute holding the image-text model (whose ``vision_model`` is explained)
     wrapper = "owlvit"
 
