@@ -165,6 +165,8 @@ def test_range_errors_and_queries_are_required(folder):
         explainer(image, method="gae", text=QUERIES, detection=16)
     with pytest.raises(TargetError, match=r"detects what text queries name: pass text="):
         explainer(image, method="gae", detection=1)
+    with pytest.raises(ValueError, match=r"OWL-ViT and OWLv2 explain one box's patch-token row per map, and attention flow"):
+        explainer(image, method="flow", text=QUERIES, detection=1)
 
 
 def test_model_state_is_restored_after_success_and_failure(folder):

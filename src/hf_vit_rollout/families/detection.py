@@ -41,6 +41,11 @@ _ONE_ROW = (
     "use rollout, grad_rollout, gae, transformer_attribution, attnlrp or cp_lrp"
 )
 
+_PATCH_ROW = (
+    "OWL-ViT and OWLv2 explain one box's patch-token row per map, and {what} takes one output row for the whole "
+    "batch; use rollout, grad_rollout or gae"
+)
+
 
 @dataclass(frozen=True)
 class DetectionLayout(OneStepPerLayer):
@@ -211,9 +216,13 @@ class YolosFamily:
 # ------------------------------------------------------------------------------ OWL-ViT
 @dataclass(frozen=True)
 class PatchDetectionLayout(DetectionLayout):
-    """``[CLS, grid patches]`` where every patch token predicts one box (OWL-ViT)."""
+    """``[CLS, grid patches]`` where every patch token predicts one box (OWL-ViT, OWLv2)."""
 
     num_detection_tokens: int = 0
+    refused_combines: ClassVar[dict] = {
+        name: _PATCH_ROW.format(what=what)
+        for name, what in (("flow", "attention flow"), ("layer", "the raw-attention method"), ("sum", "LeGrad"))
+    }
 
     def detection_weights(self, detections: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """``(B,)`` detection (= patch) indices → ``(B, N)`` one-hot rows on those patch tokens."""
