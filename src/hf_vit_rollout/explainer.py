@@ -236,8 +236,11 @@ class RolloutExplainer:
             )
         return label_index(self.id2label, self.num_labels, target)
 
-    def request(self, **settings) -> ExplainRequest:
-        """This explainer's defaults overridden by ``settings``, validated against the model."""
+    def request(self, *, queries_later: bool = False, **settings) -> ExplainRequest:
+        """This explainer's defaults overridden by ``settings``, validated against the model.
+
+        ``queries_later=True`` lets an open-vocabulary detector's ``text=`` queries be missing (the
+        pipeline's defaults, whose calls each give their own queries)."""
         request = self.defaults.updated(**settings)
         name = type(self.model).__name__
         if getattr(self.family, "has_regions", lambda model: False)(self.model):  # a dense prediction: region targets
@@ -275,7 +278,7 @@ class RolloutExplainer:
                     f"{self.family.detection_count(self) - 1}) or explain every detection above a score with "
                     f"min_score=, not {given[0]}="
                 )
-            if self.family.needs_text and (request.text is None or self.tokenizer is None):
+            if self.family.needs_text and (request.text is None and not queries_later or self.tokenizer is None):
                 raise TargetError(
                     f"{name} detects what text queries name: pass text=['a photo of a cat', ...] (one query or a list), "
                     "with the checkpoint's tokenizer loaded"
