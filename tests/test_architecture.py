@@ -23,7 +23,7 @@ METHODS = (
     "check", "layout", "patch_size", "attention_setup", "held", "forward_context", "call_kwargs", "tile_text",
     "sources", "has_classifier", "is_detector_model", "has_regions", "check_request", "prepare", "objectives", "results",
 )
-FLAGS = {"model_types": tuple, "refused": bool, "needs_text": bool, "is_video": bool, "input_shape": str}
+FLAGS = {"model_types": tuple, "refused": bool, "needs_text": bool, "one_box_per_patch": bool, "is_video": bool, "input_shape": str}
 
 #: The modules that ask the family and must never branch on which one it is.
 ASKING = ("explainer.py", "stages.py", "capture.py")

@@ -260,7 +260,7 @@ def test_a_mask_region_equals_a_hand_computation(folder, method, tmp_path):
     np.testing.assert_allclose(got.token_relevance, expected, rtol=1e-4, atol=1e-6)
     assert got.score == pytest.approx(score, rel=1e-5) and got.label == "mean depth"
     assert got.box == (0.0, 0.0, 30.0, 40.0)  # the mask's bounding box, drawn by overlay()
-    assert got.params["region"] == list(got.box) and got.params["region_mask_pixels"] == 20 * 30 + 20 * 10
+    assert got.params["region"] == got.box and got.params["region_mask_pixels"] == 20 * 30 + 20 * 10
     same = explainer(image, method=method, region=_l_mask().astype(np.uint8), **settings)  # 0/1 counts as a mask
     np.testing.assert_array_equal(same.token_relevance, got.token_relevance)
     assert Explanation.load(got.save(tmp_path / "saved")) == got

@@ -111,7 +111,7 @@ def _explain_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files, or folders of images")
+    parser.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files, or folders of images (video models: video files, written as animated GIF overlays)")
     parser.add_argument("--image_path", "--image-path", action="append", default=[], help="an image file or folder (repeatable)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also take the images in the folders' subfolders")
     _add_model_options(parser)
@@ -150,7 +150,7 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("."), help="output folder (default: the current one)")
     parser.add_argument("--colormap", default="jet", help="matplotlib colormap name (default: jet)")
     parser.add_argument("--colorbar", action="store_true", help="draw a colour bar beside each overlay")
-    parser.add_argument("--save-maps", "--save_maps", action="store_true", help="also write each heat-map as a float32 .npy array (H, W)")
+    parser.add_argument("--save-maps", "--save_maps", action="store_true", help="also write each heat-map as a float32 .npy array (H, W); (T, H, W) for a video")
     parser.add_argument(
         "--save-predictions", "--save_predictions", type=Path, default=None, metavar="FILE.json|FILE.csv",
         help="write one record per explanation (image, files, method, target, label, score, prediction, settings)",
@@ -271,7 +271,7 @@ def _output_name(stem: str, explanation, fusion: str) -> str:
         parts.append(f"head{params['head']}")
     if params.get("start_layer"):
         parts.append(f"from{params['start_layer']}")
-    if explanation.detection is not None:  # a detection model: one file per detection
+    if getattr(explanation, "detection", None) is not None:  # a detection model: one file per detection
         parts.append(f"det{explanation.detection}")
     if explanation.target is not None:
         parts.append(str(explanation.target))
@@ -403,14 +403,19 @@ def run_explain(argv: list[str]) -> int:
         for index, result in enumerate(explainer.explain_iter(paths, request)):
             for explanation in result if isinstance(result, list) else [result]:
                 name = _output_name(stems[index], explanation, args.head_fusion)
-                file = out / f"{name}.png"
-                explanation.overlay(args.colormap, colorbar=args.colorbar).save(file)
+                video = hasattr(explanation, "save_gif")  # a video model's clip: an animated overlay
+                file = out / f"{name}.gif" if video else out / f"{name}.png"
+                if video:
+                    explanation.save_gif(file, colormap=args.colormap)
+                else:
+                    explanation.overlay(args.colormap, colorbar=args.colorbar).save(file)
                 heatmap = None
                 if args.save_maps:
                     import numpy as np
 
                     heatmap = out / f"{name}.npy"
-                    np.save(heatmap, explanation.heatmap.astype("float32", copy=False))
+                    maps = explanation.heatmaps if video else explanation.heatmap  # (T, H, W) for a clip
+                    np.save(heatmap, maps.astype("float32", copy=False))
                 if predictions is not None:
                     predictions.add(_record(paths[index], explanation, file, heatmap, explainer.id2label))
                 print(f"{paths[index]}: {explanation.title} -> {file}")

@@ -227,10 +227,13 @@ class RolloutExplainer:
             )
         return label_index(self.id2label, self.num_labels, target)
 
-    def request(self, **settings) -> ExplainRequest:
-        """This explainer's defaults overridden by ``settings``, validated against the model."""
+    def request(self, *, queries_later: bool = False, **settings) -> ExplainRequest:
+        """This explainer's defaults overridden by ``settings``, validated against the model.
+
+        ``queries_later=True`` lets an open-vocabulary detector's ``text=`` queries be missing (the
+        pipeline's defaults, whose calls each give their own queries)."""
         request = self.defaults.updated(**settings)
-        self.family.check_request(self, request)
+        self.family.check_request(self, request, queries_later=queries_later)
         return request
 
     # ------------------------------------------------------------------ the model, for the stages

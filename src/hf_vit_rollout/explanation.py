@@ -176,7 +176,7 @@ class Explanation:
         return cls(
             image=image,
             placement=placement,
-            params=manifest["params"],
+            params={key: _tuples(value) for key, value in manifest["params"].items()},  # text=, region= tuples
             detection=manifest.get("detection"),
             box=None if box is None else tuple(box),
             **{name: manifest[name] for name in _PLAIN_FIELDS},
@@ -282,7 +282,7 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _tuples(value):
-    """JSON lists back to the tuples a :class:`Placement` holds."""
+    """JSON lists back to the tuples a :class:`Placement` and ``params`` hold."""
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 

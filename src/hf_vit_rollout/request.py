@@ -368,11 +368,10 @@ class ExplainRequest:
         for name in ("detection", "min_score", "region_reduce"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
-        # params are saved as JSON, so the box is a list (a mask: its bounding box and its size)
-        if isinstance(self.region, RegionMask):
-            out.update(region=list(self.region.box), region_mask_pixels=int(self.region.pixels.sum()))
+        if isinstance(self.region, RegionMask):  # params are JSON: a mask is its bounding box and its size
+            out.update(region=self.region.box, region_mask_pixels=int(self.region.pixels.sum()))
         elif self.region is not None:
-            out["region"] = list(self.region)
+            out["region"] = self.region
         return out
 
 

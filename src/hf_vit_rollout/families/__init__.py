@@ -22,7 +22,8 @@ is. What every family answers (the base class's defaults in brackets):
   ``objectives(explainer, outputs, batch, request, layout)`` objectives with their own output rows
   (detections, regions) [``None``: the classes' scores]; ``results(explainer, prepared, passed,
   request, index)`` [one :class:`~hf_vit_rollout.Explanation` per target];
-* flags: ``refused``, ``needs_text`` (OWL-ViT's queries), ``is_video``, ``input_shape``.
+* flags: ``refused``, ``needs_text`` (OWL-ViT's queries), ``one_box_per_patch`` (OWL-ViT: the app
+  asks for a box index), ``is_video``, ``input_shape``.
 
 Modules:
     base: the :class:`~hf_vit_rollout.families.base.Family` interface and its defaults.
@@ -30,10 +31,11 @@ Modules:
         Data2Vec-Vision, ViT-MAE encoders).
     patches: SigLIP 2 (variable-resolution patch sequences with an attention mask).
     windowed: Swin, Swin V2, Donut-Swin, MaskFormer-Swin (windows, patch merging); ViTDet.
-    detection: YOLOS, OWL-ViT (detection tokens or boxes per patch; one map per detection).
+    detection: YOLOS (detection tokens beside the patches); OWL-ViT and OWLv2 (one box per patch
+        token, classes named by text queries); one map per detection.
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
     dense: DPT and Depth Anything depth estimation (region targets over ``predicted_depth``).
-    refused: Hiera, TimeSformer, OWLv2, DETR, timm checkpoints and attention-free or
+    refused: Hiera, TimeSformer, DETR, timm checkpoints and attention-free or
         non-chaining architectures, with the reason.
     tokens: :class:`~hf_vit_rollout.TokenLayout`, the global-grid layout.
     window_layout, windows, window_capture: the Swin family's layout, token space and capture.

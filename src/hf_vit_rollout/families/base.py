@@ -45,6 +45,7 @@ class Family:
         model_types: the ``model_type`` values (of the vision config) this family answers for.
         refused: whether these checkpoints are refused (:meth:`check` raises, with the reason).
         needs_text: whether a detector's classes are named by text queries (OWL-ViT).
+        one_box_per_patch: whether a detector has a box per patch token (OWL-ViT: too many to list).
         is_video: whether the model explains clips (``(B, T, C, H, W)`` inputs), not images.
         input_shape: the shape of a batch of model inputs, for messages.
     """
@@ -52,6 +53,7 @@ class Family:
     model_types: tuple[str, ...] = ()
     refused = False
     needs_text = False
+    one_box_per_patch = False
     is_video = False
     input_shape = "(B, C, H, W)"
 
@@ -141,9 +143,10 @@ class Family:
                 f"{given} names a region of a dense prediction (DPT depth); {type(explainer.model).__name__} predicts none"
             )
 
-    def check_request(self, explainer, request) -> None:
+    def check_request(self, explainer, request, queries_later: bool = False) -> None:
         """Refuse settings this model cannot explain (an image classifier, backbone or image-text model
-        here), then the layer, head and class settings.
+        here), then the layer, head and class settings. ``queries_later``: an open-vocabulary
+        detector's ``text=`` queries may be missing (the pipeline's defaults; each call gives its own).
 
         Raises:
             TargetError: a setting for another kind of model, or a target the model does not have.

@@ -201,11 +201,11 @@ class DenseFamily(Family):
         """A segmenter's outputs score a class per pixel; a depth model has none."""
         return self.is_segmenter(model) or super().has_classifier(model)
 
-    def check_request(self, explainer, request) -> None:
+    def check_request(self, explainer, request, queries_later: bool = False) -> None:
         """A depth model takes ``region=`` only, a segmenter ``region=`` and a class ``target=`` (a
         backbone: what any image model takes)."""
         if not self.has_regions(explainer.model):
-            return super().check_request(explainer, request)
+            return super().check_request(explainer, request, queries_later)
         name = type(explainer.model).__name__
         segmenter = self.is_segmenter(explainer.model)
         given = [k for k in ("target", "text", "top_k", "detection", "min_score") if getattr(request, k) is not None]

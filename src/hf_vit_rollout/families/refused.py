@@ -36,11 +36,6 @@ FAMILIES = (
         "averaged back), which still has to be folded into token space; VideoMAE and ViViT are supported",
     ),
     _Refused(
-        ("owlv2_vision_model",),
-        "'owlv2' models are not supported yet: OWLv2's processor pads each image to a square before resizing, "
-        "which the heat-map placement does not model yet; OWL-ViT (owlvit) is supported",
-    ),
-    _Refused(
         ("detr", "conditional_detr"),
         "DETR and Conditional DETR are not supported yet: they need the encoder-decoder relevance rules (encoder and "
         "decoder self-attention, decoder cross-attention) of Chefer et al. 2021b; YOLOS and OWL-ViT detect with "
