@@ -28,17 +28,19 @@ Modules:
     windowed: ViTDet (window and global blocks mixed, the windows folded like Swin's).
     detection: YOLOS (detection tokens beside the patches; one map per detection).
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
+    timesformer: TimeSformer (divided space-time attention, its temporal and spatial attention
+        folded into token space as two chain steps per layer).
     dense: DPT depth estimation (region targets over ``predicted_depth``).
-    refused: Hiera and timm checkpoints, with the reason.
+    refused: Hiera, OWLv2, DETR and timm checkpoints, with the reason.
 """
 
 from __future__ import annotations
 
-from . import dense, detection, grid, patches, refused, video, windowed
+from . import dense, detection, grid, patches, refused, timesformer, video, windowed
 
 #: model_type -> family object (see the module docstring for what it answers).
 FAMILIES: dict = {}
-for _module in (grid, patches, windowed, detection, video, dense, refused):
+for _module in (grid, patches, windowed, detection, video, timesformer, dense, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family

@@ -27,12 +27,6 @@ FAMILIES = (
         "layer's attention rows are not the next layer's tokens and the maps do not chain token by token",
     ),
     _Refused(
-        ("timesformer",),
-        "'timesformer' models are not supported yet: TimeSformer divides each layer into a temporal attention "
-        "(each patch across frames) and a spatial one (each frame, with the class token copied per frame and "
-        "averaged back), which still has to be folded into token space; VideoMAE and ViViT are supported",
-    ),
-    _Refused(
         ("owlv2_vision_model",),
         "'owlv2' models are not supported yet: OWLv2's processor pads each image to a square before resizing, "
         "which the heat-map placement does not model yet; OWL-ViT (owlvit) is supported",
