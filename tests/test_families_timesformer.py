@@ -85,8 +85,8 @@ def _fold_spatial(a, gradient):
     return out
 
 
-def _model_attentions(folder, pixels, target):
-    """Every step's (attention, gradient), forward order: layer l's temporal, then its spatial."""
+def _raw_attentions(folder, pixels, target):
+    """Each layer's (temporal, spatial) probabilities as the model computes them, gradients retained."""
     ref = T.TimesformerForVideoClassification.from_pretrained(folder).eval()
     temporal = []
     handles = [layer.temporal_attention.attention.attn_drop.register_forward_hook(lambda m, i, o: temporal.append(o))
@@ -99,8 +99,13 @@ def _model_attentions(folder, pixels, target):
     for a in temporal + spatial:
         a.retain_grad()
     out.logits[:, target].sum().backward()
+    return list(zip(temporal, spatial))
+
+
+def _model_attentions(folder, pixels, target):
+    """Every step's folded (attention, gradient), forward order: layer l's temporal, then its spatial."""
     steps = []
-    for t, s in zip(temporal, spatial):
+    for t, s in _raw_attentions(folder, pixels, target):
         steps.append((_fold_temporal(t.detach()), _fold_temporal(t.grad)))
         steps.append((_fold_spatial(s.detach(), False), _fold_spatial(s.grad, True)))
     return steps
@@ -136,6 +141,23 @@ def test_rollout_and_gae_equal_a_hand_computation(saved):
     torch.testing.assert_close(got, _hand(saved, pixels, "rollout"), rtol=1e-4, atol=1e-6)
     got = explainer.relevance_maps(pixels, target=1, method="gae")
     torch.testing.assert_close(got, _hand(saved, pixels, "gae"), rtol=1e-4, atol=1e-6)
+
+
+def test_the_folds_follow_the_definitions_and_the_class_token_gradients_agree_across_frames(saved):
+    from hf_vit_rollout.families.timesformer import fold_spatial, fold_temporal
+
+    explainer = RolloutExplainer.from_pretrained(saved)
+    pixels = _pixels(explainer, _clips(2))
+    for t, s in _raw_attentions(saved, pixels, 2):
+        torch.testing.assert_close(fold_temporal(t.detach(), HW, FRAMES), _fold_temporal(t.detach()))
+        torch.testing.assert_close(fold_temporal(t.grad, HW, FRAMES), _fold_temporal(t.grad))
+        torch.testing.assert_close(fold_spatial(s.detach(), HW, FRAMES), _fold_spatial(s.detach(), False))
+        torch.testing.assert_close(fold_spatial(s.grad, HW, FRAMES, gradient=True), _fold_spatial(s.grad, True))
+        # every frame's copy of the class token has the same value and its outputs are averaged, so its
+        # gradient on itself is the same in every frame (why summing them is exact, see the module docstring)
+        per_frame = s.grad[:, :, 0, 0].reshape(2, FRAMES, -1)
+        torch.testing.assert_close(per_frame, per_frame[:, :1].expand_as(per_frame), rtol=1e-4, atol=1e-9)
+        assert per_frame.abs().max() > 0
 
 
 def test_raw_attention_is_the_class_rows_of_a_spatial_step_and_a_temporal_step_is_refused(saved):
