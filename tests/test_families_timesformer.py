@@ -255,6 +255,28 @@ def test_pipeline_explains_a_clip(saved):
     np.testing.assert_allclose(result["explanation"].mask, direct.mask, rtol=1e-5)
 
 
+def test_the_command_line_explains_an_animated_gif_as_a_clip(saved, tmp_path, capsys):
+    from hf_vit_rollout.cli import main
+
+    gif = tmp_path / "clip.gif"
+    frames = [Image.fromarray(f) for f in _clips(1)[0]]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    out = tmp_path / "out"
+    assert main([str(gif), "--model", saved, "--method", "gae", "--target", "1", "--save-maps", "--out", str(out), "--quiet"]) == 0
+    with Image.open(gif) as clip:  # the frames as the GIF holds them (its palette changes the pixels)
+        decoded = []
+        for i in range(FRAMES):
+            clip.seek(i)
+            decoded.append(clip.convert("RGB"))
+    direct = RolloutExplainer.from_pretrained(saved)(decoded, target=1, method="gae")
+    np.testing.assert_allclose(np.load(out / "clip_gae_mean_0_1.npy"), direct.heatmaps, rtol=1e-5, atol=1e-6)
+    with Image.open(out / "clip_gae_mean_0_1.gif") as written:
+        assert written.n_frames == FRAMES and written.size == (50, 40)
+    frames[0].save(tmp_path / "still.png")
+    assert main([str(tmp_path / "still.png"), "--model", saved, "--out", str(out), "--quiet"]) == 2
+    assert "has 1 frame; this model takes 4: pass an animated GIF" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kind", ["space_only", "joint_space_time"])
 def test_other_attention_types_are_refused_when_they_load(tmp_path, kind):
     with pytest.raises(UnsupportedModelError, match=f"attention_type={kind!r}"):

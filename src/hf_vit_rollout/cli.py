@@ -12,6 +12,10 @@ The other commands (:data:`COMMANDS`): ``demo`` (every method on the shipped exa
 ``evaluate`` (score methods on your images), ``labels`` (the classes a model can explain) and
 ``app`` (the Gradio app).
 
+A video model (VideoMAE, ViViT, TimeSformer) takes each file as a clip: an animated GIF, of which the
+model's ``num_frames`` frames are taken evenly spaced; its overlay is written as an animated GIF
+(``--save-maps``: the ``(T, H, W)`` per-frame heat-maps as one ``.npy``).
+
 Every error is one line on stderr (``hf-vit-rollout: error: ...``) with exit code 2, in the
 command's own terms (flags, not Python keywords); the output folder and every input are checked
 before the model loads. Each overlay is written as soon as its image is done.
@@ -140,7 +144,7 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("."), help="output folder (default: the current one)")
     parser.add_argument("--colormap", default="jet", help="matplotlib colormap name (default: jet)")
     parser.add_argument("--colorbar", action="store_true", help="draw a colour bar beside each overlay")
-    parser.add_argument("--save-maps", "--save_maps", action="store_true", help="also write each heat-map as a float32 .npy array (H, W)")
+    parser.add_argument("--save-maps", "--save_maps", action="store_true", help="also write each heat-map as a float32 .npy array (H, W); (T, H, W) for a video model")
     parser.add_argument(
         "--save-predictions", "--save_predictions", type=Path, default=None, metavar="FILE.json|FILE.csv",
         help="write one record per explanation (image, files, method, target, label, score, prediction, settings)",
@@ -261,7 +265,7 @@ def _output_name(stem: str, explanation, fusion: str) -> str:
         parts.append(f"head{params['head']}")
     if params.get("start_layer"):
         parts.append(f"from{params['start_layer']}")
-    if explanation.detection is not None:  # a detection model: one file per detection
+    if getattr(explanation, "detection", None) is not None:  # a detection model: one file per detection
         parts.append(f"det{explanation.detection}")
     if explanation.target is not None:
         parts.append(str(explanation.target))
@@ -338,6 +342,17 @@ def _hub_kwargs(args) -> dict:
     return {"local_files_only": True} if args.local_files_only else {}
 
 
+def _clip(path: str, explainer) -> list:
+    """A video model's input file: an animated GIF, its ``num_frames`` frames taken evenly spaced."""
+    from .app import clip_frames
+
+    try:
+        return clip_frames(path, int(explainer.model.config.num_frames), repr(path))
+    except InputError as exc:
+        raise InputError(f"{exc} ({type(explainer.model).__name__} is a video model: each input file is a clip)".replace(
+            "upload an animated GIF", "pass an animated GIF").replace("; upload a GIF", "; pass a GIF")) from None
+
+
 # ------------------------------------------------------------------------------ commands
 def run_explain(argv: list[str]) -> int:
     args = _explain_parser().parse_args(argv)
@@ -374,18 +389,24 @@ def run_explain(argv: list[str]) -> int:
             region=None if args.region is None else tuple(args.region),
         )
         stems = unique_stems(paths)
+        video = getattr(explainer.family, "sources", None) is not None  # a video model: each file is a clip
+        sources = [_clip(path, explainer) for path in paths] if video else paths
         # the generator drives the loop, so it runs to its end (its progress bar reaches the total)
-        for index, result in enumerate(explainer.explain_iter(paths, request)):
+        for index, result in enumerate(explainer.explain_iter(sources, request)):
             for explanation in result if isinstance(result, list) else [result]:
                 name = _output_name(stems[index], explanation, args.head_fusion)
-                file = out / f"{name}.png"
-                explanation.overlay(args.colormap, colorbar=args.colorbar).save(file)
+                if video:
+                    file = explanation.save_gif(out / f"{name}.gif", colormap=args.colormap)
+                else:
+                    file = out / f"{name}.png"
+                    explanation.overlay(args.colormap, colorbar=args.colorbar).save(file)
                 heatmap = None
                 if args.save_maps:
                     import numpy as np
 
                     heatmap = out / f"{name}.npy"
-                    np.save(heatmap, explanation.heatmap.astype("float32", copy=False))
+                    maps = explanation.heatmaps if video else explanation.heatmap
+                    np.save(heatmap, maps.astype("float32", copy=False))
                 if predictions is not None:
                     predictions.add(_record(paths[index], explanation, file, heatmap, explainer.id2label))
                 print(f"{paths[index]}: {explanation.title} -> {file}")
