@@ -277,6 +277,27 @@ def test_the_command_line_explains_an_animated_gif_as_a_clip(saved, tmp_path, ca
     assert "has 1 frame; this model takes 4: pass an animated GIF" in capsys.readouterr().err
 
 
+def test_the_app_explains_an_animated_gif_as_a_clip(saved, tmp_path):
+    pytest.importorskip("gradio")
+    from hf_vit_rollout.app import ModelChoice, _enlarged, explain_all
+
+    gif = tmp_path / "clip.gif"
+    frames = [Image.fromarray(f) for f in _clips(1)[0]]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    with Image.open(gif) as clip:
+        decoded = []
+        for i in range(FRAMES):
+            clip.seek(i)
+            decoded.append(clip.convert("RGB"))
+    want = RolloutExplainer.from_pretrained(saved)(decoded, method="gae")
+    settings = {"method": "gae", "head_fusion": "mean", "discard_ratio": 0.0, "target": "predicted class", "clip": str(gif)}
+    _, caption, gallery = explain_all(ModelChoice((saved,)), None, saved, settings)
+    assert caption == want.title and len(gallery) == FRAMES
+    for (shown, line), overlay, i in zip(gallery, want.overlays(), range(FRAMES)):
+        with Image.open(shown) as image:
+            assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(_enlarged(overlay))) and line == f"frame {i} (tubelet {i})"
+
+
 @pytest.mark.parametrize("kind", ["space_only", "joint_space_time"])
 def test_other_attention_types_are_refused_when_they_load(tmp_path, kind):
     with pytest.raises(UnsupportedModelError, match=f"attention_type={kind!r}"):
