@@ -121,10 +121,10 @@ def _to_frames(row):
     return out
 
 
-def _hand(folder, pixels, method, target=1):
+def _hand(folder, pixels, method, target=1, start=0):
     eye = torch.eye(N)
     chain = eye.expand(pixels.shape[0], N, N)
-    for a, g in _model_attentions(folder, pixels, target):
+    for a, g in _model_attentions(folder, pixels, target)[start:]:
         if method == "rollout":
             m = a.mean(1) + eye
             chain = (m / m.sum(-1, keepdim=True)) @ chain
@@ -141,6 +141,8 @@ def test_rollout_and_gae_equal_a_hand_computation(saved):
     torch.testing.assert_close(got, _hand(saved, pixels, "rollout"), rtol=1e-4, atol=1e-6)
     got = explainer.relevance_maps(pixels, target=1, method="gae")
     torch.testing.assert_close(got, _hand(saved, pixels, "gae"), rtol=1e-4, atol=1e-6)
+    got = explainer.relevance_maps(pixels, target=1, method="gae", start_layer=1)  # from layer 0's spatial step
+    torch.testing.assert_close(got, _hand(saved, pixels, "gae", start=1), rtol=1e-4, atol=1e-6)
 
 
 def test_the_folds_follow_the_definitions_and_the_class_token_gradients_agree_across_frames(saved):
@@ -158,6 +160,16 @@ def test_the_folds_follow_the_definitions_and_the_class_token_gradients_agree_ac
         per_frame = s.grad[:, :, 0, 0].reshape(2, FRAMES, -1)
         torch.testing.assert_close(per_frame, per_frame[:, :1].expand_as(per_frame), rtol=1e-4, atol=1e-9)
         assert per_frame.abs().max() > 0
+
+
+def test_a_backbone_explains_a_callable_target_from_its_class_token(tmp_path):
+    torch.manual_seed(0)
+    T.TimesformerModel(T.TimesformerConfig(**SMALL)).save_pretrained(tmp_path)
+    T.VideoMAEImageProcessorPil(size={"shortest_edge": SIDE}, crop_size={"height": SIDE, "width": SIDE}).save_pretrained(tmp_path)
+    explainer = RolloutExplainer.from_pretrained(str(tmp_path))
+    assert type(explainer.model) is T.TimesformerModel and explainer.num_labels == 0
+    exp = explainer(_clips()[0], target=lambda out: out.last_hidden_state[:, 0].sum(-1), method="gae")
+    assert exp.mask.shape == (FRAMES, GRID, GRID) and exp.mask.max() == pytest.approx(1.0) and exp.label is None
 
 
 def test_raw_attention_is_the_class_rows_of_a_spatial_step_and_a_temporal_step_is_refused(saved):
