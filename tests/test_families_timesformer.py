@@ -141,8 +141,11 @@ def test_rollout_and_gae_equal_a_hand_computation(saved):
     torch.testing.assert_close(got, _hand(saved, pixels, "rollout"), rtol=1e-4, atol=1e-6)
     got = explainer.relevance_maps(pixels, target=1, method="gae")
     torch.testing.assert_close(got, _hand(saved, pixels, "gae"), rtol=1e-4, atol=1e-6)
-    got = explainer.relevance_maps(pixels, target=1, method="gae", start_layer=1)  # from layer 0's spatial step
-    torch.testing.assert_close(got, _hand(saved, pixels, "gae", start=1), rtol=1e-4, atol=1e-6)
+    # start_layer counts steps: 1 is layer 0's spatial step, 2 layer 1's temporal one
+    got = explainer.relevance_maps(pixels, method="rollout", start_layer=1)
+    torch.testing.assert_close(got, _hand(saved, pixels, "rollout", start=1), rtol=1e-4, atol=1e-7)
+    got = explainer.relevance_maps(pixels, target=1, method="gae", start_layer=2)
+    torch.testing.assert_close(got, _hand(saved, pixels, "gae", start=2), rtol=1e-4, atol=1e-6)
 
 
 def test_the_folds_follow_the_definitions_and_the_class_token_gradients_agree_across_frames(saved):
