@@ -261,6 +261,32 @@ def test_model_state_is_restored_after_success_and_failure(saved):
         torch.testing.assert_close(model(pixels).logits, T.TimesformerForVideoClassification.from_pretrained(saved)(pixels).logits)
 
 
+def test_another_thread_running_the_model_during_an_explanation_gets_its_usual_output(saved):
+    import threading
+
+    explainer = RolloutExplainer.from_pretrained(saved)
+    model = explainer.model
+    pixels = _pixels(explainer, _clips(1))
+    with torch.no_grad():
+        usual = model(pixels).logits
+    seen = {}
+
+    def other_thread():
+        with torch.no_grad():
+            seen["logits"] = model(pixels).logits
+
+    def target(out):  # runs inside the capture: the other thread's pass must not be recorded or changed
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        return out.logits[:, 1]
+
+    exp = explainer(_clips(1)[0], target=target, method="gae")
+    torch.testing.assert_close(seen["logits"], usual)
+    direct = explainer(_clips(1)[0], target=1, method="gae")  # and the explanation is the one without it
+    np.testing.assert_allclose(exp.token_relevance, direct.token_relevance, rtol=1e-5, atol=1e-8)
+
+
 def test_pipeline_explains_a_clip(saved):
     from hf_vit_rollout.pipeline import pipeline
 
