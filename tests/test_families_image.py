@@ -333,7 +333,6 @@ def test_pipeline_and_cli_give_the_explainer_result(saved, name, tmp_path):
     "config,match",
     [
         (lambda: T.TimesformerConfig(**{**SMALL, "num_frames": 2, "attention_type": "joint_space_time"}), "only 'divided_space_time'"),
-        (lambda: T.Owlv2Config(), "OWLv2's processor pads each image to a square"),
         (lambda: T.DetrConfig(use_timm_backbone=False, backbone_config=T.ResNetConfig()), "encoder-decoder relevance rules"),
     ],
 )

@@ -315,7 +315,7 @@ def test_the_command_line_explains_an_animated_gif_as_a_clip(saved, tmp_path, ca
         assert written.n_frames == FRAMES and written.size == (50, 40)
     frames[0].save(tmp_path / "still.png")
     assert main([str(tmp_path / "still.png"), "--model", saved, "--out", str(out), "--quiet"]) == 2
-    assert "has 1 frame; this model takes 4: pass an animated GIF" in capsys.readouterr().err
+    assert "has 1 frame; this model takes 4: give a video of at least 4 frames" in capsys.readouterr().err
 
 
 def test_the_app_explains_an_animated_gif_as_a_clip(saved, tmp_path):

@@ -26,7 +26,8 @@ Modules:
         recorded without switching its kernel), ViT-MAE encoders without masking.
     patches: SigLIP 2 (variable-resolution patch sequences with an attention mask).
     windowed: ViTDet (window and global blocks mixed, the windows folded like Swin's).
-    detection: YOLOS (detection tokens beside the patches; one map per detection).
+    detection: YOLOS (detection tokens beside the patches; one map per detection); OWL-ViT and OWLv2
+        (one box per patch token, classes named by text queries).
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
     timesformer: TimeSformer (divided space-time attention, its temporal and spatial attention
         folded into token space as two chain steps per layer).

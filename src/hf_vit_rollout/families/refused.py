@@ -27,11 +27,6 @@ FAMILIES = (
         "layer's attention rows are not the next layer's tokens and the maps do not chain token by token",
     ),
     _Refused(
-        ("owlv2_vision_model",),
-        "'owlv2' models are not supported yet: OWLv2's processor pads each image to a square before resizing, "
-        "which the heat-map placement does not model yet; OWL-ViT (owlvit) is supported",
-    ),
-    _Refused(
         ("detr", "conditional_detr"),
         "DETR and Conditional DETR are not supported yet: they need the encoder-decoder relevance rules (encoder and "
         "decoder self-attention, decoder cross-attention) of Chefer et al. 2021b; YOLOS and OWL-ViT detect with "
