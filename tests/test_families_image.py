@@ -332,7 +332,7 @@ def test_pipeline_and_cli_give_the_explainer_result(saved, name, tmp_path):
 @pytest.mark.parametrize(
     "config,match",
     [
-        (lambda: T.TimesformerConfig(**{**SMALL, "num_frames": 2}), "TimeSformer divides each layer"),
+        (lambda: T.TimesformerConfig(**{**SMALL, "num_frames": 2, "attention_type": "joint_space_time"}), "only 'divided_space_time'"),
         (lambda: T.DetrConfig(use_timm_backbone=False, backbone_config=T.ResNetConfig()), "encoder-decoder relevance rules"),
     ],
 )

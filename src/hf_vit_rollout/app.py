@@ -15,7 +15,8 @@ the server with a message, and decoded images are capped at
 The controls follow the chosen model (:func:`model_settings`): detectors (YOLOS, OWL-ViT, OWLv2) get a
 min score, a detection choice (OWL-ViT and OWLv2: a box index typed in), text queries for OWL-ViT
 and OWLv2 and a gallery of every explained detection; depth models (DPT, Depth Anything) a region
-box; video models (VideoMAE, ViViT) a clip box for an animated GIF.
+box; video models (VideoMAE, ViViT,
+TimeSformer) a clip box for an animated GIF.
 
 Needs the optional extra: ``pip install "hf-vit-rollout[app]"``.
 """
@@ -130,7 +131,7 @@ DEFAULT_MIN_SCORE = 0.5
 def model_kind(explainer) -> str:
     """What the app asks for this model: ``"image"`` (a class), ``"detector"`` (YOLOS: a detection),
     ``"text_detector"`` (OWL-ViT: a detection among text queries), ``"dense"`` (DPT, Depth Anything: a
-    region) or ``"video"`` (VideoMAE, ViViT: a clip, uploaded as an animated GIF)."""
+    region) or ``"video"`` (VideoMAE, ViViT, TimeSformer: a clip, uploaded as an animated GIF)."""
     family = explainer.family
     if family.is_video:
         return "video"

@@ -175,6 +175,10 @@ class _Folds:
         self.batch = batch
         self.layer = check_layer(-1 if request.layer is None else request.layer, num_layers)
         self.start_layer = check_start_layer(request.start_layer or 0, num_layers)
+        refusal = getattr(layout, "method_refusal", None)  # a layout that refuses by what a method needs
+        refused = refusal(self.spec, self.layer) if refusal is not None else None
+        if refused:
+            raise ValueError(f"method {self.spec.name!r} is not available here: {refused}")
         self.relevance_context = None  # set in forward when the method needs LRP relevance
         self.readout: LayerReadout | None = None  # set in forward when the method reads every layer out
         self.folds: list = []
@@ -196,7 +200,8 @@ class _Folds:
 
     def store(self, layer: int, attention: torch.Tensor, grad: torch.Tensor | None) -> None:
         request = self.request
-        layer_map = self.layout.layer_map(self.spec.layer_map, layer, attention, grad, (request.head_fusion, request.ratio))
+        ratio = getattr(self.layout, "ratio_for", lambda request: request.ratio)(request)  # a family's own default
+        layer_map = self.layout.layer_map(self.spec.layer_map, layer, attention, grad, (request.head_fusion, ratio))
         fold = self.folds[-1]
         if isinstance(fold, dict):
             fold[layer] = layer_map

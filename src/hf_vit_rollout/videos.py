@@ -1,4 +1,4 @@
-"""Video files → frames, for the video models (VideoMAE, ViViT).
+"""Video files → frames, for the video models (VideoMAE, ViViT, TimeSformer).
 
 An animated GIF is read with Pillow (no extra needed). Other video files (MP4, MOV, AVI, MKV,
 WebM, ...) are decoded with PyAV, the FFmpeg bindings, installed by the ``video`` extra

@@ -34,8 +34,10 @@ Modules:
     detection: YOLOS (detection tokens beside the patches); OWL-ViT and OWLv2 (one box per patch
         token, classes named by text queries); one map per detection.
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
+    timesformer: TimeSformer (divided space-time attention, its temporal and spatial attention
+        folded into token space as two chain steps per layer).
     dense: DPT and Depth Anything depth estimation (region targets over ``predicted_depth``).
-    refused: Hiera, TimeSformer, DETR, timm checkpoints and attention-free or
+    refused: Hiera, DETR, timm checkpoints and attention-free or
         non-chaining architectures, with the reason.
     tokens: :class:`~hf_vit_rollout.TokenLayout`, the global-grid layout.
     window_layout, windows, window_capture: the Swin family's layout, token space and capture.
@@ -44,12 +46,12 @@ Modules:
 
 from __future__ import annotations
 
-from . import dense, detection, grid, patches, refused, video, windowed
+from . import dense, detection, grid, patches, refused, timesformer, video, windowed
 from .base import Family
 
 #: model_type -> family object (see the module docstring for what it answers).
 FAMILIES: dict[str, Family] = {}
-for _module in (grid, patches, windowed, detection, video, dense, refused):
+for _module in (grid, patches, windowed, detection, video, timesformer, dense, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family

@@ -30,12 +30,6 @@ FAMILIES = (
         "layer's attention rows are not the next layer's tokens and the maps do not chain token by token",
     ),
     _Refused(
-        ("timesformer",),
-        "'timesformer' models are not supported yet: TimeSformer divides each layer into a temporal attention "
-        "(each patch across frames) and a spatial one (each frame, with the class token copied per frame and "
-        "averaged back), which still has to be folded into token space; VideoMAE and ViViT are supported",
-    ),
-    _Refused(
         ("detr", "conditional_detr"),
         "DETR and Conditional DETR are not supported yet: they need the encoder-decoder relevance rules (encoder and "
         "decoder self-attention, decoder cross-attention) of Chefer et al. 2021b; YOLOS and OWL-ViT detect with "
