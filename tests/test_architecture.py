@@ -15,6 +15,7 @@ import pytest
 import hf_vit_rollout
 from hf_vit_rollout.errors import UnsupportedModelError
 from hf_vit_rollout.families import FAMILIES, Family, family_for, supported_model_types
+from hf_vit_rollout.families.tokens import Layout
 
 PACKAGE = Path(hf_vit_rollout.__file__).resolve().parent
 
@@ -55,6 +56,16 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
+def _probes_family_or_layout(node) -> bool:
+    """Whether ``node`` is ``getattr``/``hasattr`` on a family or a layout (or of an attribute so named)."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")):
+        return False
+    if not node.args:
+        return False
+    named = [arg.value for arg in node.args[1:] if isinstance(arg, ast.Constant)]
+    return any(word in ast.unparse(node.args[0]) for word in ("family", "layout")) or any(v in ("family", "layout") for v in named)
+
+
 def test_every_explained_model_type_has_a_family_that_declares_the_whole_interface():
     types = supported_model_types()
     assert {"vit", "deit", "dinov2", "beit", "clip_vision_model", "siglip_vision_model", "ijepa", "vit_msn",
@@ -83,6 +94,25 @@ def test_refused_and_unknown_model_types_are_refused_with_the_reason():
             FAMILIES[model_type].check(Config())
 
 
+def test_every_layout_answers_the_stages_questions():
+    """Every layout class of the families (a class that maps token relevance onto patches) is a
+    :class:`Layout`, so the stages ask it what they ask and never probe it."""
+    import importlib
+    import inspect
+
+    layouts = []
+    for path in sorted((PACKAGE / "families").glob("*.py")):
+        module = importlib.import_module(_module_name(path))
+        layouts += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                    if c.__module__ == module.__name__ and hasattr(c, "patch_relevance")]
+    assert len(layouts) >= 8
+    for layout in layouts:
+        assert issubclass(layout, Layout), f"{layout.__qualname__} is not a Layout"
+        for name in ("hierarchical", "refused_combines", "method_refusal", "ratio_for", "full_attention", "layer_map",
+                     "attention_mismatch", "output_weights", "patch_relevance", "step", "num_steps", "fixed_maps"):
+            assert hasattr(layout, name), f"{layout.__qualname__} has no {name}"
+
+
 @pytest.mark.parametrize("name", ASKING)
 def test_the_facade_names_no_model_type_and_imports_no_family_module(name):
     path = PACKAGE / name
@@ -95,13 +125,10 @@ def test_the_facade_names_no_model_type_and_imports_no_family_module(name):
     assert literals == [], f"{name} names model types {literals}: ask the family instead"
     reads = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "model_type"]
     assert reads == [], f"{name} reads .model_type at lines {reads}: ask the family instead"
-    probes = [
-        node.lineno for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
-        and node.args and ("family" in ast.unparse(node.args[0]) or any(
-            isinstance(arg, ast.Constant) and arg.value == "family" for arg in node.args[1:]))
-    ]
-    assert probes == [], f"{name} probes the family with getattr/hasattr at lines {probes}: declare it on Family"
+    probes = [node.lineno for node in ast.walk(tree) if _probes_family_or_layout(node)]
+    assert probes == [], (
+        f"{name} probes a family or a layout with getattr/hasattr at lines {probes}: declare it on Family or Layout"
+    )
     specific = {p.stem for p in (PACKAGE / "families").glob("*.py")} - {"__init__"} - ALLOWED_FAMILY_MODULES
     family_imports = sorted(
         (line, module) for line, module in _imports(path)

@@ -163,7 +163,7 @@ class _Folds:
                 "multiplies per-layer maps, adds them up or reads the input relevance (rollout, grad_rollout, gae, "
                 "transformer_attribution, attnlrp, cp_lrp, libragrad, legrad)"
             )
-        refused = getattr(layout, "refused_combines", {}).get(self.spec.combine)
+        refused = layout.refused_combines.get(self.spec.combine)
         if refused:
             raise ValueError(f"method {self.spec.name!r} is not available here: {refused}")
         if layout.hierarchical and request.start_layer:
@@ -175,8 +175,7 @@ class _Folds:
         self.batch = batch
         self.layer = check_layer(-1 if request.layer is None else request.layer, num_layers)
         self.start_layer = check_start_layer(request.start_layer or 0, num_layers)
-        refusal = getattr(layout, "method_refusal", None)  # a layout that refuses by what a method needs
-        refused = refusal(self.spec, self.layer) if refusal is not None else None
+        refused = layout.method_refusal(self.spec, self.layer)  # a layout that refuses by what a method needs
         if refused:
             raise ValueError(f"method {self.spec.name!r} is not available here: {refused}")
         self.relevance_context = None  # set in forward when the method needs LRP relevance
@@ -200,7 +199,7 @@ class _Folds:
 
     def store(self, layer: int, attention: torch.Tensor, grad: torch.Tensor | None) -> None:
         request = self.request
-        ratio = getattr(self.layout, "ratio_for", lambda request: request.ratio)(request)  # a family's own default
+        ratio = self.layout.ratio_for(request)  # a family's own default (TimeSformer's rollout)
         layer_map = self.layout.layer_map(self.spec.layer_map, layer, attention, grad, (request.head_fusion, ratio))
         fold = self.folds[-1]
         if isinstance(fold, dict):
@@ -218,7 +217,7 @@ class _Folds:
         frozen = attention.detach()
         if combine == "layer":
             if layer == self.layer:  # a layout with windows gives the layer's (B, H, N, N) map
-                self.folds[-1]["layer"] = getattr(self.layout, "full_attention", lambda _, a: a)(layer, frozen)
+                self.folds[-1]["layer"] = self.layout.full_attention(layer, frozen)
             return
         if not needs & {"attention_gradient", "attention_relevance"}:
             self.store(layer, frozen, None)

@@ -65,7 +65,6 @@ class DetectionLayout(OneStepPerLayer):
     num_prefix_tokens: int = 1
     cls_index: int | None = None
     pooling: str = "detection"
-    hierarchical: ClassVar[bool] = False
     refused_combines: ClassVar[dict] = {
         "flow": _ONE_ROW.format(what="attention flow"),
         "layer": _ONE_ROW.format(what="the raw-attention method"),

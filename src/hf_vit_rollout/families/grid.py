@@ -33,7 +33,7 @@ import torch
 
 from ..errors import UnsupportedModelError
 from .base import Family
-from .tokens import TokenLayout, _pair
+from .tokens import TokenLayout
 
 
 class GridFamily(Family):
@@ -95,7 +95,7 @@ class Data2VecVisionFamily(GridFamily):
 
 # ------------------------------------------------------------------------------ ViT-MAE
 class ViTMAEFamily(GridFamily):
-    model_types = ("vit_mae",)
+    model_types = ("vit_mae",)  # the ViT layout: a class token, read out
 
     def check(self, config) -> None:
         ratio = float(getattr(config, "mask_ratio", 0.0) or 0.0)
@@ -105,12 +105,6 @@ class ViTMAEFamily(GridFamily):
                 "at random (the masked pre-training forward), so there is no whole image to explain. Load its "
                 "encoder without masking: RolloutExplainer.from_pretrained(path, mask_ratio=0.0)"
             )
-
-    def layout(self, config, image_size, held=None, inputs=None) -> TokenLayout:
-        vision = getattr(config, "vision_config", None) or config
-        patch_h, patch_w = _pair(vision.patch_size)
-        grid = (int(image_size[0]) // patch_h, int(image_size[1]) // patch_w)
-        return TokenLayout(num_prefix_tokens=1, grid_size=grid, cls_index=0, pooling="cls")
 
     def attention_setup(self, vision_root):
         if hasattr(vision_root, "decoder"):  # ViTMAEForPreTraining passed as a loaded model

@@ -51,7 +51,6 @@ class PaddedPatchLayout(OneStepPerLayer):
     num_prefix_tokens: int = 0
     cls_index: int | None = None
     pooling: str = "mean"
-    hierarchical: ClassVar[bool] = False
     #: combine kinds this layout cannot serve, with the reason (checked by the stages).
     refused_combines: ClassVar[dict] = {
         "flow": "SigLIP 2's images each have their own grid and padding, and attention flow takes one sink row "

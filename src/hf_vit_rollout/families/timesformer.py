@@ -85,7 +85,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
@@ -166,7 +165,6 @@ class TimesformerLayout(OneStepPerLayer):
     num_prefix_tokens: int = 1
     cls_index: int | None = 0
     pooling: str = "cls"
-    hierarchical: ClassVar[bool] = False
 
     @property
     def positions(self) -> int:

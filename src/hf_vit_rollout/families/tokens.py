@@ -27,7 +27,36 @@ def _pair(value) -> tuple[int, int]:
     return int(value), int(value)
 
 
-class OneStepPerLayer:
+class Layout:
+    """The questions the stages ask every layout that most layouts answer alike.
+
+    Every layout also answers ``num_tokens``, ``num_prefix_tokens``, ``cls_index``,
+    ``output_weights``, ``patch_relevance``, ``attention_mismatch``, ``layer_map``, ``step``,
+    ``num_steps`` and ``fixed_maps`` (see :class:`TokenLayout`).
+
+    Attributes:
+        hierarchical: whether the tokens change between stages (Swin's patch merging).
+        refused_combines: ``combine`` kinds of methods this layout cannot serve, with the reason.
+    """
+
+    hierarchical: ClassVar[bool] = False
+    refused_combines: ClassVar[dict] = {}
+
+    def method_refusal(self, spec, layer: int) -> str | None:
+        """Why method ``spec`` (at ``layer`` for the raw-attention method) cannot run on this layout;
+        ``None``: it can."""
+        return None
+
+    def ratio_for(self, request) -> float:
+        """The discard ratio in effect for ``request`` (the request's own here)."""
+        return request.ratio
+
+    def full_attention(self, layer: int, attention: torch.Tensor) -> torch.Tensor:
+        """Layer ``layer``'s attention as ``(B, heads, N, N)`` over this layout's tokens (as recorded here)."""
+        return attention
+
+
+class OneStepPerLayer(Layout):
     """The chain of a layout whose every attention layer is one step and that knows no map before the
     forward pass: the part of the stages' questions that global-attention layouts answer alike."""
 
@@ -58,7 +87,6 @@ class TokenLayout(OneStepPerLayer):
     grid_size: tuple[int, int]
     cls_index: int | None
     pooling: str
-    hierarchical: ClassVar[bool] = False
 
     @property
     def num_tokens(self) -> int:

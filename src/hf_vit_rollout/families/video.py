@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +62,6 @@ class VideoLayout(OneStepPerLayer):
     num_prefix_tokens: int
     cls_index: int | None
     pooling: str
-    hierarchical: ClassVar[bool] = False
 
     @property
     def num_tokens(self) -> int:

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import torch
 
+from .tokens import Layout
 from .windows import (
     WINDOWED_FAMILIES,
     BlockGeometry,
@@ -57,7 +58,7 @@ def _refuse_small_input(image_size, grid, stage: int, window: int, patch_h: int,
 
 
 @dataclass(frozen=True)
-class WindowedLayout:
+class WindowedLayout(Layout):
     """Token layout of a windowed, hierarchical model for one input size.
 
     Attributes:

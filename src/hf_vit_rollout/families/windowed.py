@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -90,7 +89,6 @@ class MixedWindowLayout(OneStepPerLayer):
     num_prefix_tokens: int = 0
     cls_index: int | None = None
     pooling: str = "mean"
-    hierarchical: ClassVar[bool] = False
 
     @property
     def num_tokens(self) -> int:
