@@ -26,19 +26,21 @@ Modules:
         recorded without switching its kernel), ViT-MAE encoders without masking.
     patches: SigLIP 2 (variable-resolution patch sequences with an attention mask).
     windowed: ViTDet (window and global blocks mixed, the windows folded like Swin's).
-    detection: YOLOS (detection tokens beside the patches; one map per detection).
+    detection: YOLOS (detection tokens beside the patches) and OWL-ViT (a box per patch); one map per detection.
+    encoder_decoder: DETR and Conditional DETR (a CNN's feature grid, an encoder and a decoder of object
+        queries; Chefer et al. 2021b's encoder-decoder rules; one map per detection).
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
     dense: DPT depth estimation (region targets over ``predicted_depth``).
-    refused: Hiera and timm checkpoints, with the reason.
+    refused: Hiera, TimeSformer, OWLv2 and timm checkpoints, with the reason.
 """
 
 from __future__ import annotations
 
-from . import dense, detection, grid, patches, refused, video, windowed
+from . import dense, detection, encoder_decoder, grid, patches, refused, video, windowed
 
 #: model_type -> family object (see the module docstring for what it answers).
 FAMILIES: dict = {}
-for _module in (grid, patches, windowed, detection, video, dense, refused):
+for _module in (grid, patches, windowed, detection, encoder_decoder, video, dense, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family
