@@ -40,9 +40,8 @@ def _save(path, kind, **processor):
     with torch.no_grad():  # queries that differ (sharp decoder attention, spread query positions), varied scores and boxes
         model.model.query_position_embeddings.weight.normal_(0, 3.0)
         for layer in model.model.decoder.layers:
-            for name, p in [*layer.self_attn.named_parameters(), *layer.encoder_attn.named_parameters()]:
-                if name.endswith("proj.weight"):
-                    p.normal_(0, 0.5)
+            for p in [*layer.self_attn.parameters(), *layer.encoder_attn.parameters()]:
+                p.normal_(0, 0.5)  # biases too: with zero value biases the first self-attention mixes nothing
         for p in model.class_labels_classifier.parameters():
             p.normal_(0, 1.0 if kind == "detr" else 0.3)
         if kind == "detr":
@@ -123,6 +122,21 @@ def _hand(reference, inputs, method, query, kind):
     return r_qi[query].reshape(feature.shape[-2:]), label, out
 
 
+def _post_box(kind, processor, out, explained, size):
+    """The explained query's box as transformers' own ``post_process_object_detection`` puts it on an
+    image of ``size = (height, width)``, clipped to the image."""
+    height, width = size
+    if kind == "detr":  # every query in order, with threshold -1
+        post = processor.post_process_object_detection(out, threshold=-1.0, target_sizes=[size])[0]
+        box = post["boxes"][explained.detection].tolist()
+    else:  # the top (query, class) pairs, most confident first: this query's pair is the one with its score
+        post = processor.post_process_object_detection(out, threshold=0.0, target_sizes=[size], top_k=QUERIES * 3)[0]
+        match = [i for i, (s, l) in enumerate(zip(post["scores"], post["labels"]))
+                 if int(l) == explained.target and float(s) == pytest.approx(explained.score, rel=1e-6)]
+        box = post["boxes"][match[0]].tolist()
+    return [min(max(v, 0), lim) for v, lim in zip(box, (width, height, width, height))]
+
+
 @pytest.mark.parametrize("method", ["gae", "rollout"])
 def test_each_query_map_equals_the_papers_rules_by_hand(folder, kind, method):
     explainer = RolloutExplainer.from_pretrained(folder)
@@ -153,22 +167,12 @@ def test_min_score_explains_every_query_above_it_with_its_box(folder, kind):
         best, labels = _best(kind, out.logits)
         expected = [int(d) for d in torch.argsort(best[0], descending=True) if best[0, d] >= 0.75]
         assert [e.detection for e in exps] == expected
-        height, width = image.shape[:2]
-        post = processor.post_process_object_detection(out, threshold=0.0, target_sizes=[(height, width)], top_k=QUERIES * 3) \
-            if kind == "conditional_detr" else processor.post_process_object_detection(out, threshold=-1.0, target_sizes=[(height, width)])
         for e in exps:
             assert e.target == int(labels[0, e.detection]) and e.label == LABELS[e.target]
             assert e.score == pytest.approx(float(best[0, e.detection]), rel=1e-5)
             hand, _, _ = _hand(reference, inputs, "gae", e.detection, kind)
             np.testing.assert_allclose(e.mask, (hand.clamp(min=0) / hand.max()).numpy(), rtol=1e-4, atol=1e-6)
-            # the box, as transformers' own post-processing puts it on the image (then clipped to it)
-            if kind == "detr":
-                box = post[0]["boxes"][e.detection].tolist()
-            else:  # top-k over (query, class) pairs, most confident first: find this query's best class
-                match = [i for i, (s, l) in enumerate(zip(post[0]["scores"], post[0]["labels"]))
-                         if int(l) == e.target and float(s) == pytest.approx(e.score, rel=1e-5)]
-                box = post[0]["boxes"][match[0]].tolist()
-            box = [min(max(v, 0), lim) for v, lim in zip(box, (width, height, width, height))]
+            box = _post_box(kind, processor, out, e, image.shape[:2])
             np.testing.assert_allclose(e.box, box, rtol=1e-4, atol=1e-3)
 
 
@@ -206,7 +210,11 @@ def test_padding_is_masked_as_the_model_expects(tmp_path, kind):
     assert not torch.allclose(hand, unmasked, rtol=1e-3)  # the mask matters for this input
     explained = explainer(image, method="gae", detection=2)
     np.testing.assert_allclose(explained.mask, (hand.clamp(min=0) / hand.max()).numpy(), rtol=1e-4, atol=1e-6)
-    assert explained.heatmap.shape == (40, 60)
+    assert explained.heatmap.shape == (40, 60) and explained.mask.shape == (8, 8)
+    with torch.no_grad():  # the box is relative to the image before padding, as the post-processing takes it
+        out = reference(**inputs)
+    processor = KINDS[kind][2].from_pretrained(folder)
+    np.testing.assert_allclose(explained.box, _post_box(kind, processor, out, explained, (40, 60)), rtol=1e-4, atol=1e-3)
 
 
 def test_results_do_not_depend_on_the_rest_of_the_batch(folder):
