@@ -339,3 +339,45 @@ def test_detr_is_a_supported_model_type():
     from hf_vit_rollout.tokens import supported_model_types
 
     assert {"detr", "conditional_detr"} <= set(supported_model_types())
+
+
+def test_the_app_shows_every_detection_above_the_min_score(folder):
+    pytest.importorskip("gradio")
+    from PIL import Image
+
+    from hf_vit_rollout.app import ALL_DETECTIONS, ModelChoice, display_overlay, explain_all, model_settings, model_updates
+
+    choice = ModelChoice((folder,))
+    assert model_settings(choice.explainer(folder)) == ("min_score", "detection")
+    assert model_updates(choice.explainer(folder))[1]["choices"] == [ALL_DETECTIONS, *map(str, range(QUERIES))]
+    image = Image.fromarray(_images()[0])
+    want = RolloutExplainer.from_pretrained(folder)(image, method="gae", min_score=0.5)
+    assert len(want) >= 2
+    settings = {"method": "gae", "head_fusion": "mean", "discard_ratio": 0.0, "target": "predicted class",
+                "min_score": 0.5, "detection": ALL_DETECTIONS}
+    _, caption, gallery = explain_all(choice, image, folder, settings)
+    assert len(gallery) == len(want)
+    for (shown, line), exp in zip(gallery, want):
+        assert np.array_equal(np.asarray(Image.open(shown).convert("RGB")), np.asarray(display_overlay(exp).convert("RGB")))
+        assert line.startswith(f"detection {exp.detection}: {exp.label} {exp.score:.2f}, box (") and line in caption
+
+
+@pytest.mark.parametrize("backbone", [
+    dict(layer_type="basic", depths=[1, 1], hidden_sizes=[8, 16], out_features=["stage2"]),
+    dict(layer_type="basic", depths=[1, 1, 1], hidden_sizes=[8, 8, 16], out_features=["stage3"], downsample_in_first_stage=True),
+    dict(layer_type="bottleneck", depths=[1, 1, 1, 1], hidden_sizes=[8, 8, 16, 16], out_features=["stage4"]),
+])
+def test_the_grid_is_the_backbone_s_last_feature_map(backbone):
+    """The layout's grid and cell size, derived from the ResNet config, against the backbone's own output."""
+    from hf_vit_rollout.families import family_for
+
+    config = T.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False, encoder_layers=1, decoder_layers=1, d_model=16,
+                          backbone_config=T.ResNetConfig(embedding_size=8, **backbone), num_queries=2)
+    model = T.DetrForObjectDetection(config).eval()
+    family = family_for(config)
+    stride = 2 ** (2 + len(backbone["depths"]) - 1 + int(backbone.get("downsample_in_first_stage", False)))
+    assert family.patch_size(config) == (stride, stride)
+    for size in [(37, 50), (64, 96), (65, 97)]:
+        with torch.no_grad():
+            feature, _ = model.model.backbone(torch.zeros(1, 3, *size), torch.ones(1, *size, dtype=torch.long))[-1]
+        assert family.layout(config, size).grid_size == tuple(feature.shape[-2:])

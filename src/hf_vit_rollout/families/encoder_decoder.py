@@ -186,9 +186,6 @@ class DetrFamily(YolosFamily):
         """Whether the outputs are Conditional DETR's (sigmoid class scores, no no-object class)."""
         return type(outputs).__name__.startswith("ConditionalDetr")
 
-    def call_kwargs(self, vision_root, pixel_values: torch.Tensor) -> dict:
-        return {}
-
     # ------------------------------------------------------------------------------- stages
     def prepare(self, explainer, source, target, where):
         """One image → ``pixel_values (C, H, W)`` and ``inputs = {pixel_mask (H, W)}`` (1 on the image, 0 on padding)."""
@@ -237,6 +234,10 @@ class DetrFamily(YolosFamily):
                 )
             maps.append(attention if gradients else attention.detach())
 
+        def relevance_of(cams: list[torch.Tensor]) -> torch.Tensor:
+            """``(B, Q, N)`` from the layers' maps in forward order: the encoder's, then (self, cross) per decoder layer."""
+            return encoder_decoder_relevance(cams[:encoder_layers], list(zip(cams[encoder_layers::2], cams[encoder_layers + 1 :: 2])))
+
         gradients = request.spec.needs_gradient
         per_image = isinstance(request.detection, tuple)
         wanted = [p.target if per_image else request.detection for p in batch]
@@ -257,7 +258,7 @@ class DetrFamily(YolosFamily):
                 explained = [[c[r] if r < len(c) else None for c in chosen] for r in range(count)]
                 if not gradients:
                     cams = [attention_cam(a, request.head_fusion) for a in maps]
-                    product = encoder_decoder_relevance(cams[:encoder_layers], list(zip(cams[encoder_layers::2], cams[encoder_layers + 1 :: 2])))
+                    product = relevance_of(cams)
                 for rank, found in enumerate(explained):
                     picked = [f or (c[0] if c else None) for f, c in zip(found, chosen)]  # fillers: the image's first
                     index = torch.tensor([p.index if p else 0 for p in picked], device=outputs.logits.device)
@@ -267,7 +268,7 @@ class DetrFamily(YolosFamily):
                         check_finite(scores, "explained scores", positions)
                         grads = torch.autograd.grad(scores.sum(), maps, retain_graph=rank < count - 1)
                         cams = [gradient_cam(a.detach(), g) for a, g in zip(maps, grads)]
-                        product = encoder_decoder_relevance(cams[:encoder_layers], list(zip(cams[encoder_layers::2], cams[encoder_layers + 1 :: 2])))
+                        product = relevance_of(cams)
                     relevance.append(product[rows.to(product.device), index.to(product.device)])
             finally:
                 maps.clear()
