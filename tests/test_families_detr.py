@@ -381,3 +381,29 @@ def test_the_grid_is_the_backbone_s_last_feature_map(backbone):
         with torch.no_grad():
             feature, _ = model.model.backbone(torch.zeros(1, 3, *size), torch.ones(1, *size, dtype=torch.long))[-1]
         assert family.layout(config, size).grid_size == tuple(feature.shape[-2:])
+
+
+def test_the_rules_on_small_matrices_written_out():
+    """The pure functions on a 2-token, 2-query case computed entry by entry, per image of a batch."""
+    from hf_vit_rollout.methods.encoder_decoder import encoder_decoder_relevance, normalize_residual
+
+    enc = torch.tensor([[[0.5, 0.5], [0.0, 1.0]]])
+    dec_self = torch.tensor([[[0.2, 0.8], [0.0, 0.0]]])  # query 1 gets no relevance from its self-attention
+    cross = torch.tensor([[[1.0, 0.0], [0.3, 0.7]]])
+    r_ii = torch.eye(2) + enc[0]  # [[1.5, .5], [0, 2]]
+    bar_ii = torch.tensor([[1 + 0.5 / 1.0, 0.5 / 1.0], [0.0, 1 + 1.0]])  # rows of R - I: [.5, .5] and [0, 1]
+    r_qq = torch.eye(2) + dec_self[0]
+    bar_qq = torch.tensor([[1 + 0.2, 0.8], [0.0, 1.0]])  # row 1 of R - I is zero: it stays the identity's
+    torch.testing.assert_close(normalize_residual(r_ii[None])[0], bar_ii)
+    torch.testing.assert_close(normalize_residual(r_qq[None])[0], bar_qq)
+    expected = bar_qq.T @ cross[0] @ bar_ii  # R_qi starts at 0, so the self rule adds nothing before it
+    batch = encoder_decoder_relevance([torch.cat([enc, enc.flip(-1)])], [(torch.cat([dec_self, dec_self]), torch.cat([cross, cross]))])
+    torch.testing.assert_close(batch[0], expected)
+    alone = encoder_decoder_relevance([enc.flip(-1)], [(dec_self, cross)])
+    torch.testing.assert_close(batch[1], alone[0])  # each image on its own
+    with pytest.raises(ValueError, match="at least one decoder layer"):
+        encoder_decoder_relevance([enc], [])
+    with pytest.raises(ValueError, match=r"encoder layer 0's map is \(1, 2, 2\), expected \(1, 3, 3\)"):
+        encoder_decoder_relevance([enc], [(dec_self, torch.ones(1, 2, 3))])
+    with pytest.raises(ValueError, match=r"decoder layer 0's maps are \(1, 3, 3\) and \(1, 2, 2\)"):
+        encoder_decoder_relevance([enc], [(torch.ones(1, 3, 3), cross)])
