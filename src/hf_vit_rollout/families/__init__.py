@@ -16,6 +16,9 @@ A *family* is an object that answers, for the ``model_type`` values it registers
   capture (:mod:`hf_vit_rollout.capture`);
 * ``call_kwargs(vision_root, pixel_values)``: keyword arguments a forward pass of this input needs (ViT-MAE's
   fixed noise), ``{}`` for most.
+* optionally ``forward(explainer, batch, request, positions) -> [ImagePass]`` for a pass whose relevance
+  does not fold one token set layer by layer (DETR: encoder, decoder and cross-attention rules), and
+  ``check_request(explainer, request)`` to refuse a detector's methods or settings when the call is made.
 
 Families registered here take precedence over the older tables in :mod:`hf_vit_rollout.tokens`
 and :mod:`hf_vit_rollout.window_capture`, which still hold the ViT, DeiT, DINOv2, BEiT, CLIP,
