@@ -407,3 +407,22 @@ def test_the_rules_on_small_matrices_written_out():
         encoder_decoder_relevance([enc], [(dec_self, torch.ones(1, 2, 3))])
     with pytest.raises(ValueError, match=r"decoder layer 0's maps are \(1, 3, 3\) and \(1, 2, 2\)"):
         encoder_decoder_relevance([enc], [(torch.ones(1, 3, 3), cross)])
+
+
+def test_gae_under_no_grad_and_with_frozen_weights(folder):
+    """``torch.no_grad()`` around the call changes nothing; with every weight frozen the first decoder
+    self-attention depends on nothing with a gradient (fixed query embeddings), which gae is told."""
+    explainer = RolloutExplainer.from_pretrained(folder)
+    image = _images()[0]
+    expected = explainer(image, method="gae", detection=2).token_relevance
+    with torch.no_grad():
+        np.testing.assert_allclose(explainer(image, method="gae", detection=2).token_relevance, expected, rtol=1e-5, atol=1e-8)
+    for p in explainer.model.model.backbone.parameters():  # a frozen backbone (as in fine-tuning) changes nothing
+        p.requires_grad_(False)
+    np.testing.assert_allclose(explainer(image, method="gae", detection=2).token_relevance, expected, rtol=1e-5, atol=1e-8)
+    for p in explainer.model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(RuntimeError, match=r"attention layer 2 of .* carries no gradient: with every weight frozen"):
+        explainer(image, method="gae", detection=2)
+    explainer(image, method="rollout", detection=2)  # needs no gradient
+    assert not any(p.requires_grad for p in explainer.model.parameters())

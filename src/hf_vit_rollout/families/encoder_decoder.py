@@ -245,6 +245,8 @@ class DetrFamily(YolosFamily):
         rows = torch.arange(len(batch))
         relevance = []
         with capture, torch.enable_grad() if gradients else torch.no_grad():
+            if gradients:  # the maps carry gradients even when every weight is frozen
+                pixel_values = pixel_values.detach().requires_grad_(True)
             try:
                 outputs = explainer.run_model(pixel_values, None, inputs)
                 check_finite(outputs.logits, "model outputs", positions)
@@ -252,6 +254,14 @@ class DetrFamily(YolosFamily):
                     raise CaptureError(
                         f"{len(maps)} attention layers ran, but the config describes {encoder_layers} encoder and "
                         f"{decoder_layers} decoder layers"
+                    )
+                frozen = [i for i, a in enumerate(maps) if gradients and not a.requires_grad]
+                if frozen:
+                    raise RuntimeError(
+                        f"attention layer {frozen[0]} of {type(explainer.model).__name__} carries no gradient: with every "
+                        "weight frozen (requires_grad=False) the first decoder layer's self-attention depends on nothing "
+                        f"that does (its queries are fixed embeddings), and {request.method!r} needs its gradient. Leave "
+                        "the weights' requires_grad on (the explainer never changes them), or use 'rollout'"
                     )
                 chosen = self.choose(outputs, wanted, request.min_score)
                 count = max((len(c) for c in chosen), default=0)
