@@ -284,6 +284,9 @@ class RolloutExplainer:
                     "with the checkpoint's tokenizer loaded"
                 )
             self.family.check_target(self, request.detection)
+            check_request = getattr(self.family, "check_request", None)  # methods and settings the family refuses
+            if check_request is not None:
+                check_request(self, request)
             request.check_model(self.num_layers, self.num_heads)
             return request
         if isinstance(request.text, tuple):

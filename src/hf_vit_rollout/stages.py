@@ -414,6 +414,9 @@ def forward(
 
 def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs, positions: list[int]) -> list[ImagePass]:
     """:func:`forward` for images of one input size: one forward pass."""
+    family_forward = getattr(getattr(explainer, "family", None), "forward", None)
+    if family_forward is not None:  # a pass with its own relevance rules (DETR's encoder and decoder)
+        return family_forward(explainer, batch, request, positions)
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
     inputs = batch_inputs(batch)
     layout = explainer.layout(tuple(pixel_values.shape[-2:]), inputs)

@@ -117,6 +117,7 @@ class YolosFamily:
     refused = False
     detector = True
     needs_text = False
+    detection_noun = "detection tokens"  # what detection= indexes, for messages
 
     @staticmethod
     def is_detector_model(model) -> bool:
@@ -164,7 +165,7 @@ class YolosFamily:
         if not 0 <= int(target) < count:
             raise TargetError(
                 f"detection {target} is out of range: this {type(explainer.model).__name__} has {count} "
-                f"{'detection tokens' if not self.needs_text else 'boxes, one per patch'} (0 to {count - 1})"
+                f"{self.detection_noun} (0 to {count - 1})"
             )
 
     @staticmethod
@@ -247,6 +248,7 @@ class OwlViTFamily(YolosFamily):
     one_box_per_patch = True  # thousands of boxes on a real checkpoint: the app asks for an index
     #: the detector's attribute holding the image-text model (whose ``vision_model`` is explained)
     wrapper = "owlvit"
+    detection_noun = "boxes, one per patch"
 
     def layout(self, config, image_size, held=None, inputs=None) -> PatchDetectionLayout:
         patch_h, patch_w = _pair(config.patch_size)
