@@ -122,10 +122,10 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default=None, help="class label name (or index) to explain; see 'hf-vit-rollout labels'")
     parser.add_argument("--top_k", "--top-k", type=int, default=None, help="explain each of the k most probable classes")
     parser.add_argument("--text", default=None, help="image-text models (CLIP, SigLIP): explain the similarity with this text")
-    parser.add_argument("--detection", type=int, default=None, help="detection models (YOLOS): the detection token to explain")
+    parser.add_argument("--detection", type=int, default=None, help="detection models (YOLOS, OWL-ViT, OWLv2, DETR): the detection to explain (a detection token, box or object query)")
     parser.add_argument(
         "--min_score", "--min-score", type=float, default=None,
-        help="detection models (YOLOS): explain every detection whose class probability is at least this",
+        help="detection models (YOLOS, OWL-ViT, OWLv2, DETR): explain every detection whose class score is at least this",
     )
     parser.add_argument(
         "--region", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),

@@ -10,13 +10,11 @@ pipeline, the CLI and the app all call these, with one :class:`~hf_vit_rollout.r
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .capture import AttentionCapture, CaptureError, refuse_inside_target, running_target
-from .errors import NonFiniteError, TargetError
+from .errors import TargetError
 from .images import PreparedImage
 from .lrp import RULE_SETS, RelevanceContext
 from .methods import (
@@ -28,26 +26,9 @@ from .methods import (
     shift_to_patch_minimum,
 )
 from .methods.chain import ChainFold
+from .passes import ImagePass, batch_inputs, check_finite
 from .readout import LayerReadout, readout_layers
 from .request import ExplainRequest
-
-
-def batch_inputs(batch: list[PreparedImage]) -> dict | None:
-    """The images' extra model inputs stacked into a batch (``None`` when they have none)."""
-    if not batch or batch[0].inputs is None:
-        return None
-    return {name: torch.stack([p.inputs[name] for p in batch]) for name in batch[0].inputs}
-
-
-@dataclass
-class ImagePass:
-    """One image after ``forward``: ``(k, N)`` token relevance for each of its ``k`` explained targets;
-    ``heads``: ``(H, N)`` per-head relevance (method ``"attention"`` with ``head=None``), else ``None``."""
-
-    relevance: torch.Tensor
-    explained: list
-    probabilities: np.ndarray | None
-    heads: torch.Tensor | None = None
 
 
 def preprocess(explainer, source, target=None, where: str = "image") -> PreparedImage:
@@ -113,31 +94,6 @@ def _output_numbers(explainer, outputs) -> torch.Tensor | None:
         if isinstance(value, torch.Tensor):
             return value
     return None
-
-
-def check_finite(values: torch.Tensor | None, what: str, positions: list[int], stacked: int = 1) -> None:
-    """Refuse NaN or infinite numbers in a pass: the one check every stage's numbers go through.
-
-    Args:
-        values: ``(S·B, ...)`` rows per image (``S`` read-out layers stacked layer-major), or ``None``.
-        what: what they are, for the message (``"model outputs"``, ``"explained scores"``, ``"relevance"``).
-        positions: each of the ``B`` images' position in the call's input.
-
-    Raises:
-        NonFiniteError: naming the images whose rows hold NaN or infinity.
-    """
-    if values is None:
-        return
-    count = len(positions)
-    rows = values.detach().reshape(stacked, count, -1)
-    bad = (~torch.isfinite(rows)).any(-1).any(0).nonzero().flatten().tolist()
-    if bad:
-        shown = [positions[i] for i in bad]
-        raise NonFiniteError(
-            f"the {what} are NaN or infinite for image(s) {shown}, so there is no map to show. Check the model "
-            "(its weights, dtype: float16 overflows easily) and the inputs for non-finite values",
-            shown,
-        )
 
 
 class _Folds:
@@ -340,6 +296,9 @@ def forward(
 
 def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs, positions: list[int]) -> list[ImagePass]:
     """:func:`forward` for images of one input size: one forward pass."""
+    passes = explainer.family.forward(explainer, batch, request, positions)
+    if passes is not None:  # a pass with its own relevance rules (DETR's encoder and decoder)
+        return passes
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
     inputs = batch_inputs(batch)
     layout = explainer.layout(tuple(pixel_values.shape[-2:]), inputs)

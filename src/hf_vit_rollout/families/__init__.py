@@ -7,18 +7,22 @@ is. What every family answers (the base class's defaults in brackets):
 
 * the config: ``check(config)`` refuses a variant that cannot be explained, with the reason
   (:class:`~hf_vit_rollout.errors.UnsupportedModelError`) [every variant explained];
-  ``layout(config, image_size, held, inputs)`` the token layout of one input (an object answering
-  the questions :class:`~hf_vit_rollout.TokenLayout` answers; ``inputs``: the per-image model inputs
-  besides ``pixel_values``, batched); ``patch_size(config)`` [the config's];
+  ``layout(config, image_size, held, inputs)`` the token layout of one input (a
+  :class:`~hf_vit_rollout.families.tokens.Layout` answering the questions
+  :class:`~hf_vit_rollout.TokenLayout` answers; ``inputs``: the per-image model inputs besides
+  ``pixel_values``, batched); ``patch_size(config)`` [the config's];
 * the capture: ``attention_setup(vision_root) -> (window blocks, forward kwargs, attention modules)``
   [no blocks, no kwargs, the model's self-attention modules]; ``held(blocks)`` the window geometry
   the blocks hold and ``forward_context(explainer, input_size)`` the context forward passes run in
   [none]; ``call_kwargs(vision_root, pixel_values)`` what one forward pass needs (ViT-MAE's fixed
   noise) [``{}``]; ``tile_text(text_inputs, batch)`` [as given];
 * inputs, targets and outputs: ``sources(images)`` [images]; ``has_classifier(model)`` [a
-  classification head]; ``is_detector_model(model)``, ``has_regions(model)`` [``False``]; ``check_request(explainer, request)`` the settings this model
-  takes [an image classifier's, backbone's or image-text model's]; ``prepare(explainer, source,
-  target, where)`` one input → :class:`~hf_vit_rollout.images.PreparedImage` [one image];
+  classification head]; ``is_detector_model(model)``, ``has_regions(model)`` [``False``];
+  ``check_request(explainer, request, queries_later)`` the settings this model takes [an image
+  classifier's, backbone's or image-text model's]; ``prepare(explainer, source, target, where)``
+  one input → :class:`~hf_vit_rollout.images.PreparedImage` [one image]; ``forward(explainer,
+  batch, request, positions) -> [ImagePass]`` a pass whose relevance does not fold one token set
+  layer by layer (DETR: encoder, decoder and cross-attention rules) [``None``: the stages' pass];
   ``objectives(explainer, outputs, batch, request, layout)`` objectives with their own output rows
   (detections, regions) [``None``: the classes' scores]; ``results(explainer, prepared, passed,
   request, index)`` [one :class:`~hf_vit_rollout.Explanation` per target];
@@ -33,25 +37,26 @@ Modules:
     windowed: Swin, Swin V2, Donut-Swin, MaskFormer-Swin (windows, patch merging); ViTDet.
     detection: YOLOS (detection tokens beside the patches); OWL-ViT and OWLv2 (one box per patch
         token, classes named by text queries); one map per detection.
+    encoder_decoder: DETR and Conditional DETR (a CNN's feature grid, an encoder and a decoder of object
+        queries; Chefer et al. 2021b's encoder-decoder rules; one map per detection).
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
     timesformer: TimeSformer (divided space-time attention, its temporal and spatial attention
         folded into token space as two chain steps per layer).
     dense: DPT and Depth Anything depth estimation (region targets over ``predicted_depth``).
-    refused: Hiera, DETR, timm checkpoints and attention-free or
-        non-chaining architectures, with the reason.
-    tokens: :class:`~hf_vit_rollout.TokenLayout`, the global-grid layout.
+    refused: Hiera, timm checkpoints and attention-free or non-chaining architectures, with the reason.
+    tokens: :class:`~hf_vit_rollout.TokenLayout`, the global-grid layout, and the shared ``Layout``.
     window_layout, windows, window_capture: the Swin family's layout, token space and capture.
     loading: checkpoint → model and processors.
 """
 
 from __future__ import annotations
 
-from . import dense, detection, grid, patches, refused, timesformer, video, windowed
+from . import dense, detection, encoder_decoder, grid, patches, refused, timesformer, video, windowed
 from .base import Family
 
 #: model_type -> family object (see the module docstring for what it answers).
 FAMILIES: dict[str, Family] = {}
-for _module in (grid, patches, windowed, detection, video, timesformer, dense, refused):
+for _module in (grid, patches, windowed, detection, encoder_decoder, video, timesformer, dense, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family

@@ -185,6 +185,12 @@ class Family:
         placement = Placement.of(processor, image.size, explainer.patch_size, layout.grid_size)
         return PreparedImage(image, pixel_values, placement, target)
 
+    def forward(self, explainer, batch, request, positions):
+        """The forward pass of ``batch`` (images of one input size) when this family's relevance does not
+        fold one token set layer by layer (DETR): one :class:`~hf_vit_rollout.passes.ImagePass` per
+        image; ``None``: the stages' own pass."""
+        return None
+
     def objectives(self, explainer, outputs, batch, request, layout):
         """Objectives that come with their own output rows, ``[(scores (B,), explained, rows (B, N))]``
         per rank (detections, dense regions); ``None``: the explained classes' scores."""

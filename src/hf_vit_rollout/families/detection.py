@@ -117,6 +117,7 @@ class Detection:
 
 class YolosFamily(Family):
     model_types = ("yolos",)
+    detection_noun = "detection tokens"  # what detection= indexes, for messages
 
     @staticmethod
     def is_detector_model(model) -> bool:
@@ -160,7 +161,11 @@ class YolosFamily(Family):
                 "with the checkpoint's tokenizer loaded"
             )
         self.check_target(explainer, request.detection)
+        self.check_detector_settings(explainer, request)
         request.check_model(explainer.num_layers, explainer.num_heads)
+
+    def check_detector_settings(self, explainer, request) -> None:
+        """Refuse a detector's methods or settings that this family cannot explain (DETR); every one here."""
 
     def check_target(self, explainer, target) -> None:
         """A detection index in range (``None``: the most confident detection)."""
@@ -179,7 +184,7 @@ class YolosFamily(Family):
         if not 0 <= int(target) < count:
             raise TargetError(
                 f"detection {target} is out of range: this {type(explainer.model).__name__} has {count} "
-                f"{'detection tokens' if not self.needs_text else 'boxes, one per patch'} (0 to {count - 1})"
+                f"{self.detection_noun} (0 to {count - 1})"
             )
 
     @staticmethod
@@ -324,6 +329,7 @@ class OwlViTFamily(YolosFamily):
     one_box_per_patch = True  # thousands of boxes on a real checkpoint: the app asks for an index
     #: the detector's attribute holding the image-text model (whose ``vision_model`` is explained)
     wrapper = "owlvit"
+    detection_noun = "boxes, one per patch"
 
     def layout(self, config, image_size, held=None, inputs=None) -> PatchDetectionLayout:
         patch_h, patch_w = _pair(config.patch_size)

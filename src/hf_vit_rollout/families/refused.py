@@ -30,12 +30,6 @@ FAMILIES = (
         "layer's attention rows are not the next layer's tokens and the maps do not chain token by token",
     ),
     _Refused(
-        ("detr", "conditional_detr"),
-        "DETR and Conditional DETR are not supported yet: they need the encoder-decoder relevance rules (encoder and "
-        "decoder self-attention, decoder cross-attention) of Chefer et al. 2021b; YOLOS and OWL-ViT detect with "
-        "a ViT and are supported",
-    ),
-    _Refused(
         ("timm_wrapper",),
         "'timm_wrapper' checkpoints (TimmWrapperModel / TimmWrapperForImageClassification) are not supported: "
         "they run timm's own modules, whose attention does not go through transformers' attention interface, "
