@@ -170,3 +170,16 @@ def test_the_training_scripts_map_counts_hits_once_per_box_at_iou_half():
     assert quality["mean_iou"] == pytest.approx(0.5)
     assert script.box_iou(box, shifted)[0, 0] == pytest.approx(2 / 3)
     np.testing.assert_allclose(script.cxcywh_to_xyxy([[0.5, 0.25, 0.2, 0.1]]), [[0.4, 0.2, 0.6, 0.3]])
+
+
+def test_match_takes_the_most_confident_same_class_detection_on_the_box_once():
+    bench = _benchmark()
+    box, other = (10.0, 10.0, 30.0, 30.0), (40.0, 40.0, 60.0, 60.0)
+    rows = [(0, 1, 0.9, other), (1, 2, 0.8, box), (2, 1, 0.7, (10.0, 10.0, 30.0, 38.0)), (3, 1, 0.6, box)]
+    # object 0 (class 1): detection 0 is off the box, detection 1 the wrong class, detection 2 overlaps
+    # at IoU 20*20 / 20*28 = 0.71; object 1 (class 3) has no detection of its class
+    assert bench.match(rows, [1, 3], [box, other]) == [(0, 2)]
+    # two objects of one class on the same box: each detection is used once
+    assert bench.match(rows, [1, 1], [box, box]) == [(0, 2), (1, 3)]
+    # IoU 0.71 is below a 0.75 threshold: detection 3 (exact) is the match
+    assert bench.match(rows, [1], [box], iou_threshold=0.75) == [(0, 3)]
