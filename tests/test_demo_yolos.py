@@ -183,3 +183,43 @@ def test_match_takes_the_most_confident_same_class_detection_on_the_box_once():
     assert bench.match(rows, [1, 1], [box, box]) == [(0, 2), (1, 3)]
     # IoU 0.71 is below a 0.75 threshold: detection 3 (exact) is the match
     assert bench.match(rows, [1], [box], iou_threshold=0.75) == [(0, 3)]
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same kernels in both runs
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_training_resumes_from_its_state_file_to_the_same_weights(tmp_path, monkeypatch, one_thread):
+    script = _script()
+    processor = script.build_processor()
+
+    def args(state):
+        return script.make_parser("", 4, 2, 1e-3, 0, tmp_path).parse_args(["--state", str(state), "--state-every", "2"])
+
+    whole = script.build_model(0)
+    script.train(whole, processor, args(tmp_path / "whole.state"))
+
+    calls, real_batch = [], script.batch
+
+    def interrupted(*a, **k):  # the run dies on its third step, after the state of step 2 was saved
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_batch(*a, **k)
+
+    monkeypatch.setattr(script, "batch", interrupted)
+    first = script.build_model(0)
+    with pytest.raises(KeyboardInterrupt):
+        script.train(first, processor, args(tmp_path / "split.state"))
+    assert torch.load(tmp_path / "split.state", weights_only=False)["step"] == 2
+    monkeypatch.setattr(script, "batch", real_batch)
+    resumed = script.build_model(1)  # other initial weights: the state file must replace them
+    script.train(resumed, processor, args(tmp_path / "split.state"))
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    moved = [name for (name, a), b in zip(whole.state_dict().items(), script.build_model(0).state_dict().values()) if not torch.equal(a, b)]
+    assert moved  # the four steps did train
