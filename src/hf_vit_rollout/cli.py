@@ -94,7 +94,7 @@ def _commands_help() -> str:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="demo", help="Hub id, local checkpoint folder, 'demo' (default) or 'demo-swin'")
+    parser.add_argument("--model", default="demo", help="Hub id, local checkpoint folder, 'demo' (default), 'demo-swin' or 'demo-yolos'")
     parser.add_argument(
         "--local-files-only", "--local_files_only", action="store_true",
         help="never contact the Hub: use local folders and models already in the Hugging Face cache (fails at once if missing)",

@@ -122,8 +122,9 @@ class RolloutExplainer:
         Args:
             pretrained_model_name_or_path: a Hub id (``"facebook/deit-tiny-patch16-224"``), a local
                 checkpoint directory, ``"demo"`` for the ViT shipped with this package,
-                ``"demo-swin"`` for the shipped Swin, or an already loaded ``transformers`` model
-                (its processor is then ``image_processor=`` or loaded from ``model.name_or_path``).
+                ``"demo-swin"`` for the shipped Swin, ``"demo-yolos"`` for the shipped YOLOS
+                detector, or an already loaded ``transformers`` model (its processor is then
+                ``image_processor=`` or loaded from ``model.name_or_path``).
             **kwargs: the explainer's settings (``method``, ``head_fusion``, ``discard_ratio``,
                 ``device``, ``interpolate_pos_encoding``, ``batch_size``, ``rollout_buffer_mib``,
                 ``image_processor``, ``tokenizer``); everything else goes to ``transformers``'

@@ -196,3 +196,37 @@ def make_dataset(num_samples: int, seed: int = 0, num_objects: int | None = None
 
 #: Seeds at or above this are held out: the training script never draws them.
 HELD_OUT_SEED = 10_000_000
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """The tight box of each mask: ``(N, H, W)`` bool → ``(N, 4)`` ``(x0, y0, x1, y1)`` in pixel edges.
+
+    ``x0``/``y0`` is the left/top edge of the first column/row holding a mask pixel and ``x1``/``y1``
+    the right/bottom edge of the last one (so a single pixel at ``(x, y)`` gives ``(x, y, x + 1, y + 1)``).
+    The demo detector is trained on these boxes.
+
+    Raises:
+        ValueError: a mask is empty (an object wholly covered by a later one has no box).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
+    boxes = np.zeros((len(masks), 4), dtype=np.float32)
+    for k, mask in enumerate(masks):
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            raise ValueError(f"mask {k} is empty: it has no box")
+        boxes[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return boxes
+
+
+def detection_targets(sample: Sample) -> tuple[list[int], np.ndarray]:
+    """A sample's visible objects as detection targets: their labels and ``(N, 4)`` normalised
+    ``(cx, cy, w, h)`` boxes (the tight box of each mask over the image side, as YOLOS predicts
+    them). An object wholly covered by a later one is left out."""
+    keep = [k for k in range(len(sample.labels)) if sample.masks[k].any()]
+    corners = mask_boxes(sample.masks[keep]) if keep else np.zeros((0, 4), dtype=np.float32)
+    height, width = sample.masks.shape[1:]
+    scale = np.array([width, height, width, height], dtype=np.float32)
+    x0, y0, x1, y1 = (corners / scale).T
+    return [sample.labels[k] for k in keep], np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], axis=1)

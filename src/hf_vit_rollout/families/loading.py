@@ -18,6 +18,12 @@ DEMO_MODEL = "demo"
 #: Name that resolves to the small Swin shipped in the package.
 DEMO_SWIN_MODEL = "demo-swin"
 
+#: Name that resolves to the small YOLOS detector shipped in the package.
+DEMO_YOLOS_MODEL = "demo-yolos"
+
+#: The package's folder of shipped checkpoints (``hf_vit_rollout/demo``).
+_DEMO = Path(__file__).resolve().parent.parent / "demo"
+
 #: Keyword arguments of ``from_pretrained`` that concern finding files (passed to every loader).
 HUB_KWARGS = (
     "cache_dir",
@@ -33,20 +39,28 @@ HUB_KWARGS = (
 
 def demo_model_path() -> Path:
     """Directory of the shipped demo checkpoint (a standard Hugging Face checkpoint folder)."""
-    return Path(__file__).resolve().parent.parent / "demo" / "checkpoint"
+    return _DEMO / "checkpoint"
 
 
 def demo_swin_path() -> Path:
     """Directory of the shipped demo Swin checkpoint."""
-    return Path(__file__).resolve().parent.parent / "demo" / "checkpoint_swin"
+    return _DEMO / "checkpoint_swin"
+
+
+def demo_yolos_path() -> Path:
+    """Directory of the shipped demo YOLOS detector checkpoint."""
+    return _DEMO / "checkpoint_yolos"
 
 
 def resolve_source(name_or_path) -> str | Path:
-    """``"demo"`` / ``"demo-swin"`` → a shipped checkpoint; a missing local path → ``OSError`` with what to pass."""
+    """``"demo"`` / ``"demo-swin"`` / ``"demo-yolos"`` → a shipped checkpoint; a missing local path →
+    ``OSError`` with what to pass."""
     if str(name_or_path) == DEMO_MODEL:
         return demo_model_path()
     if str(name_or_path) == DEMO_SWIN_MODEL:
         return demo_swin_path()
+    if str(name_or_path) == DEMO_YOLOS_MODEL:
+        return demo_yolos_path()
     text = str(name_or_path)
     if (Path(text).is_absolute() or text.startswith((".", "~"))) and not Path(text).expanduser().is_dir():
         raise OSError(
