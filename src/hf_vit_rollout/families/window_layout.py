@@ -19,7 +19,6 @@ import torch
 
 from .tokens import Layout
 from .windows import (
-    WINDOWED_FAMILIES,
     BlockGeometry,
     _pair,
     fold_layer_map,
@@ -28,17 +27,24 @@ from .windows import (
 )
 
 
-def _block_windows(model_type: str, grid, config_grid, window: int, shift: int) -> tuple[int, int]:
-    """``(window, shift)`` a block runs with, from the values it holds before the call.
+#: How a family's blocks fit their windows to the grid (each family declares one,
+#: :class:`~hf_vit_rollout.families.windowed.SwinFamily`): ``"per_call"`` clamps to the input's grid at
+#: every call (Swin, Donut-Swin), ``"at_build"`` fixes the windows from the config's grid when the model
+#: is built (Swin V2), ``"never"`` keeps them (MaskFormer-Swin).
+WINDOW_RULES = ("per_call", "at_build", "never")
+
+
+def _block_windows(rule: str, grid, config_grid, window: int, shift: int) -> tuple[int, int]:
+    """``(window, shift)`` a block runs with under ``rule``, from the values it holds before the call.
 
     Each rule is idempotent, so it applies to the config's values and to a block's held ones alike.
     """
-    if model_type == "swinv2":  # fixed at construction from the config's grid, heights only
+    if rule == "at_build":  # fixed at construction from the config's grid, heights only
         side = min(config_grid[0], window)
         return side, 0 if config_grid[0] <= side else shift
-    if model_type == "maskformer-swin":  # never clamped
+    if rule == "never":
         return window, shift
-    if min(grid) <= window:  # Swin, Donut-Swin: clamped at every call
+    if min(grid) <= window:  # "per_call": clamped at every call
         return min(grid), 0
     return window, shift
 
@@ -93,7 +99,9 @@ class WindowedLayout(Layout):
         return self.stage_grids[-1][0] * self.stage_grids[-1][1]
 
     @classmethod
-    def from_config(cls, config, image_size: tuple[int, int], held: list[tuple[int, int]] | None = None) -> WindowedLayout:
+    def from_config(
+        cls, config, image_size: tuple[int, int], held: list[tuple[int, int]] | None = None, rule: str | None = None
+    ) -> WindowedLayout:
         """Layout for an input of ``image_size = (height, width)`` pixels.
 
         The patch embedding pads the image to a multiple of the patch size, so the first grid is
@@ -103,15 +111,23 @@ class WindowedLayout(Layout):
         Args:
             held: ``(window_size, shift_size)`` every block of a loaded model holds now (Swin keeps
                 the values an earlier call clamped them to); default the config's.
+            rule: the family's window rule (:data:`WINDOW_RULES`); default the one the config's
+                family declares.
 
         Raises:
-            ValueError: for a config that is not one of :data:`WINDOWED_FAMILIES`.
+            ValueError: for a config whose family is not windowed.
             InputError: a Swin or Donut-Swin input whose grid is smaller than a window in some
                 stage (``transformers`` cannot run it); the message gives the smallest size that works.
         """
-        model_type = getattr(config, "model_type", None)
-        if model_type not in WINDOWED_FAMILIES:
-            raise ValueError(f"{model_type!r} is not a windowed family ({', '.join(WINDOWED_FAMILIES)})")
+        if rule is None:
+            from . import FAMILIES, family_for
+
+            rule = getattr(family_for(config), "window_rule", None)
+            if rule is None:
+                windowed = [t for t, f in FAMILIES.items() if getattr(f, "window_rule", None)]
+                raise ValueError(f"{getattr(config, 'model_type', None)!r} is not a windowed family ({', '.join(windowed)})")
+        if rule not in WINDOW_RULES:
+            raise ValueError(f"window rule {rule!r} is not one of {', '.join(WINDOW_RULES)}")
         patch_h, patch_w = _pair(config.patch_size)
         grid = (-(-int(image_size[0]) // patch_h), -(-int(image_size[1]) // patch_w))
         config_h, config_w = _pair(config.image_size)
@@ -123,11 +139,11 @@ class WindowedLayout(Layout):
                 grid = merged_grid(grid)
             grids.append(grid)
             stage_config = (config_grid[0] // 2**stage, config_grid[1] // 2**stage)
-            if model_type in ("swin", "donut-swin") and min(grid) < window:
+            if rule == "per_call" and min(grid) < window:
                 _refuse_small_input(image_size, grid, stage, window, patch_h, patch_w, len(config.depths))
             for i in range(depth):
                 start = held[len(blocks)] if held else (window, window // 2 if i % 2 else 0)
-                side, shift = _block_windows(model_type, grid, stage_config, *start)
+                side, shift = _block_windows(rule, grid, stage_config, *start)
                 blocks.append(BlockGeometry(stage, grid, side, shift))
         if held is not None and len(held) != len(blocks):
             raise ValueError(f"the model has {len(held)} windowed blocks, its config describes {len(blocks)}")

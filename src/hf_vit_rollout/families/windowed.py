@@ -147,19 +147,22 @@ class SwinFamily(Family):
         model_type: the ``model_type`` it answers for.
         block_class: the class name of its windowed block.
         forward_kwargs: model keyword arguments under which the blocks return their attention.
+        window_rule: how its blocks fit their windows to the grid
+            (:data:`~hf_vit_rollout.families.window_layout.WINDOW_RULES`).
     """
 
-    def __init__(self, model_type: str, block_class: str, forward_kwargs: dict):
+    def __init__(self, model_type: str, block_class: str, forward_kwargs: dict, window_rule: str):
         self.model_types = (model_type,)
         self.block_class = block_class
         self.forward_kwargs = forward_kwargs
+        self.window_rule = window_rule
 
     def check(self, config) -> None:
         """Refuse a config whose windows and stages cannot be read."""
         self._probe_layout(config)
 
     def layout(self, config, image_size, held=None, inputs=None) -> WindowedLayout:
-        return WindowedLayout.from_config(config, image_size, held)
+        return WindowedLayout.from_config(config, image_size, held, self.window_rule)
 
     def attention_setup(self, vision_root):
         """The windowed blocks, :attr:`forward_kwargs` and each block's attention module.
@@ -213,9 +216,9 @@ class VitDetFamily(Family):
 #: Swin's eager attention always returns its maps; MaskFormer-Swin's encoder (transformers 5.24) fails
 #: on ``output_attentions=True`` alone but runs with hidden states too.
 FAMILIES = (
-    SwinFamily("swin", "SwinLayer", {}),
-    SwinFamily("swinv2", "Swinv2Layer", {"output_attentions": True}),
-    SwinFamily("donut-swin", "DonutSwinLayer", {"output_attentions": True}),
-    SwinFamily("maskformer-swin", "MaskFormerSwinLayer", {"output_attentions": True, "output_hidden_states": True}),
+    SwinFamily("swin", "SwinLayer", {}, "per_call"),
+    SwinFamily("swinv2", "Swinv2Layer", {"output_attentions": True}, "at_build"),
+    SwinFamily("donut-swin", "DonutSwinLayer", {"output_attentions": True}, "per_call"),
+    SwinFamily("maskformer-swin", "MaskFormerSwinLayer", {"output_attentions": True, "output_hidden_states": True}, "never"),
     VitDetFamily(),
 )

@@ -74,10 +74,6 @@ from dataclasses import dataclass
 
 import torch
 
-#: Families whose blocks and patch merging follow the scheme above, with their window rules.
-WINDOWED_FAMILIES = ("swin", "swinv2", "donut-swin", "maskformer-swin")
-
-
 def _pair(value) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
         return int(value[0]), int(value[1])
