@@ -42,10 +42,11 @@ Modules:
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
     timesformer: TimeSformer (divided space-time attention, its temporal and spatial attention
         folded into token space as two chain steps per layer).
-    dense: DPT and Depth Anything depth estimation (region targets over ``predicted_depth``).
+    dense: DPT and Depth Anything depth estimation, DPT semantic segmentation (region targets).
     refused: Hiera, timm checkpoints and attention-free or non-chaining architectures, with the reason.
     tokens: :class:`~hf_vit_rollout.TokenLayout`, the global-grid layout, and the shared ``Layout``.
-    window_layout, windows, window_capture: the Swin family's layout, token space and capture.
+    window_layout, windows, window_capture: the Swin family's layout (with each family's window
+        rule), token space and capture.
     loading: checkpoint → model and processors.
 """
 
