@@ -50,7 +50,8 @@ PACKAGE = "src/hf_vit_rollout"
 
 #: Module (relative to the package) -> the narrowest test files that exercise it.
 TARGETS: dict[str, list[str]] = {
-    "methods/chain.py": ["tests/test_methods.py", "tests/test_properties.py", "tests/test_layer_choices.py"],
+    "methods/chain.py": ["tests/test_methods.py", "tests/test_properties.py", "tests/test_layer_choices.py",
+                         "tests/test_windows.py"],
     "methods/flow.py": ["tests/test_flow.py", "tests/test_properties.py"],
     "methods/gradient.py": ["tests/test_methods.py", "tests/test_properties.py", "tests/test_references.py"],
     "methods/rollout.py": ["tests/test_methods.py", "tests/test_properties.py", "tests/test_references.py"],
@@ -190,7 +191,7 @@ def run_module(module: str, scratch: Path, *, max_children: int, rerun: list[str
     counts = collections.Counter(results.values())
     survivors = {name: _show(scratch, env, name) for name, status in sorted(results.items())
                  if status in ("survived", "suspicious", "no tests", "timeout")}
-    report = {"module": module, "tests": tests, "command": " ".join(command[3:]), "seconds": round(seconds, 1),
+    report = {"module": module, "tests": tests, "command": "nice -n 19 python " + " ".join(command[4:]), "seconds": round(seconds, 1),
               "load_min": min(load.samples), "load_max": max(load.samples),
               "load_mean": round(sum(load.samples) / len(load.samples), 2),
               "counts": {status: counts[status] for status in STATUSES if counts[status]},

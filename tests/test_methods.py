@@ -210,11 +210,57 @@ def test_chain_fold_equals_full_product_whatever_the_arrival_order(direction, bu
         assert fold.num_folded == expected_folds
 
 
+@pytest.mark.parametrize("buffer_bytes", [0, float("inf")])
+def test_forward_fold_of_a_merging_chain_weighs_its_last_maps_rows(buffer_bytes):
+    # (16 -> 16 -> 4) tokens: the output weights weigh the last map's 4 rows, held or folded
+    generator = torch.Generator().manual_seed(4)
+    maps = [torch.rand(2, 16, 16, generator=generator), torch.rand(2, 4, 16, generator=generator)]
+    weights = torch.rand(4, generator=generator)
+    fold = ChainFold(weights, "forward", buffer_bytes=buffer_bytes)
+    for layer, layer_map in enumerate(maps):
+        fold.add(layer, layer_map)
+    expected = torch.stack([weights @ m1 @ m0 for m0, m1 in zip(*maps)])
+    torch.testing.assert_close(fold.relevance(2), expected)
+    fold = ChainFold(torch.rand(16, generator=generator), "forward", buffer_bytes=buffer_bytes)
+    for layer, layer_map in enumerate(maps):
+        fold.add(layer, layer_map)
+    with pytest.raises(ValueError, match="the last layer has 4 output tokens but 16 output weights"):
+        fold.relevance(2)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_chain_fold_keeps_the_maps_precision(direction):
+    # float32 output weights (as the explainer makes them) over float64 maps: the fold runs in the
+    # maps' precision, so it matches the float64 product far below float32's resolution
+    generator = torch.Generator().manual_seed(3)
+    layers = [torch.rand(2, 6, 6, dtype=torch.float64, generator=generator) for _ in range(4)]
+    weights = torch.rand(6, generator=generator)
+    expected = torch.stack([weights.double() @ m3 @ m2 @ m1 @ m0 for m0, m1, m2, m3 in zip(*layers)])
+    fold = ChainFold(weights, direction)
+    if direction == "backward":
+        fold.start_backward(4)
+    for layer in (range(4) if direction == "forward" else range(3, -1, -1)):
+        fold.add(layer, layers[layer])
+    relevance = fold.relevance(4)
+    assert relevance.dtype == torch.float64
+    torch.testing.assert_close(relevance, expected, rtol=1e-12, atol=0)
+
+
 def test_chain_fold_refuses_incomplete_chains():
     fold = ChainFold(torch.ones(3) / 3, "forward")
     fold.add(0, torch.eye(3)[None])
     with pytest.raises(RuntimeError, match="incomplete"):
         fold.relevance(2)
+    # a map of a layer the model does not have is refused, not silently left out
+    for direction in ("forward", "backward"):
+        fold = ChainFold(torch.ones(3) / 3, direction)
+        fold.add(3, torch.eye(3)[None])
+        if direction == "backward":
+            fold.start_backward(2)
+        fold.add(1, torch.eye(3)[None])
+        fold.add(0, torch.eye(3)[None])
+        with pytest.raises(RuntimeError, match="1 out of order"):
+            fold.relevance(2)
     with pytest.raises(ValueError, match="twice"):
         fold.add(0, torch.eye(3)[None])
 
