@@ -244,6 +244,18 @@ def test_bad_solver_settings(kwargs, match):
         attention_flow(clustered_attention(1, 2, 5, 2), **kwargs)
 
 
+def test_integer_capacities_follow_their_definition():
+    # c -> floor(min(c, 1)·scale) in int64; edges into a last-layer token that cannot reach the sink are cut
+    layers = [np.array([[0.5, 1.5], [0.25, 0.75]], dtype=np.float32), np.array([[0.3, 0.7], [0.6, 0.4]])]
+    weights = np.array([1.0, 0.0])
+    capacity, top = integer_capacities(layers, weights, scale=2**20)
+    assert capacity.dtype == np.int64 and top.dtype == np.int64
+    expected = np.floor(np.minimum(np.stack([np.asarray(a, dtype=np.float64) for a in layers]), 1.0) * 2**20)
+    expected[-1][1] = 0  # token 1 of the last layer has output weight 0
+    np.testing.assert_array_equal(capacity, expected.astype(np.int64))
+    np.testing.assert_array_equal(top, [2**20, 0])
+
+
 def test_scipy_graph_refuses_a_scale_past_int32():
     layers = [np.full((3, 3), 1 / 3)]
     graph, sink = layered_graph(layers, np.eye(3)[0], scale=2**30)
