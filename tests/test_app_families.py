@@ -114,7 +114,22 @@ def test_detection_and_region_controls_are_shown_only_for_the_models_that_take_t
         assert {n for n, u in updates.items() if u["visible"]} == visible, model
     detections = model_updates(choice.explainer(folders["yolos"]))[1]["choices"]
     assert detections == [ALL_DETECTIONS, "0", "1", "2", "3", "4"]
-    assert len(model_updates(choice.explainer(folders["owlvit"]))[1]["choices"]) == 1 + 16  # one box per patch
+    assert model_updates(choice.explainer(folders["yolos"]))[1]["label"] == "detection"
+    owlvit = model_updates(choice.explainer(folders["owlvit"]))[1]  # one box per patch: an index is typed, not listed
+    assert owlvit["choices"] == [ALL_DETECTIONS] and owlvit["label"] == "detection (or type a box index, 0 to 15)"
+
+
+def test_a_typed_box_index_explains_that_box_alone(choice, folders):
+    image = _image()
+    want = RolloutExplainer.from_pretrained(folders["owlvit"])(image, method="gae", text=QUERIES, detection=11)
+    settings = {**BASE, "min_score": 0.5, "queries": "a cat, a dog"}
+    path, caption, gallery = explain_all(choice, image, folders["owlvit"], {**settings, "detection": " 11 "})
+    assert len(gallery) == 1 and caption.splitlines()[1].startswith(f"detection 11: {want.label} {want.score:.2f}")
+    assert np.array_equal(_pixels(path), np.asarray(display_overlay(want).convert("RGB")))
+    with pytest.raises(gr.Error, match=r"detection is 'every detection above min score' or a box index from 0 to 15; got 'cat'"):
+        explain(choice, image, folders["owlvit"], {**settings, "detection": "cat"})
+    with pytest.raises(gr.Error, match=r"detection 16 is out of range: .* \(0 to 15\)"):
+        explain(choice, image, folders["owlvit"], {**settings, "detection": "16"})
 
 
 def test_the_app_starts_with_the_first_models_controls(folders):
@@ -240,6 +255,9 @@ def test_the_served_app_passes_every_setting_through(folders, tmp_path):
         overlay, caption, gallery = ask(folders["owlvit"], min_score=0.5, queries="a cat, a dog")
         want = RolloutExplainer.from_pretrained(folders["owlvit"])(_image(), method="gae", text=QUERIES, min_score=0.5)
         assert len(gallery) == len(want) and np.array_equal(_pixels(overlay), np.asarray(display_overlay(want[0]).convert("RGB")))
+        overlay, caption, gallery = ask(folders["owlvit"], detection="7", queries="a cat, a dog")  # typed, not a listed choice
+        want = RolloutExplainer.from_pretrained(folders["owlvit"])(_image(), method="gae", text=QUERIES, detection=7)
+        assert len(gallery) == 1 and np.array_equal(_pixels(overlay), np.asarray(display_overlay(want).convert("RGB")))
         overlay, caption, gallery = ask(folders["dpt"], region=(0, 0, 30, 20))
         want = RolloutExplainer.from_pretrained(folders["dpt"])(_image(), method="gae", region=(0, 0, 30, 20))
         assert np.array_equal(_pixels(overlay), np.asarray(display_overlay(want).convert("RGB"))) and "(0, 0, 30, 20)" in caption
@@ -266,8 +284,8 @@ def test_a_clip_too_large_is_refused_before_its_frames_are_decoded(choice, folde
         explain(choice, None, folders["video"], {**BASE, "clip": str(gif)})
     assert decoded == []
     monkeypatch.setattr(images, "MAX_PIXELS", 10**8)
-    from hf_vit_rollout.app import clip_frames
+    from hf_vit_rollout.videos import read_video
 
     decoded.clear()
-    taken = clip_frames(str(gif), 4, "the clip")
+    taken = read_video(str(gif), 4, "the clip")
     assert len(decoded) == 4 and [f.getpixel((0, 0))[0] for f in taken] == [0, 30, 90, 120]

@@ -213,7 +213,7 @@ def test_supported_model_types_name_the_new_families():
     from hf_vit_rollout.tokens import supported_model_types
 
     types = supported_model_types()
-    for name in ("data2vec-vision", "vit_mae", "vitdet", "siglip2_vision_model", "yolos", "owlvit_vision_model",
+    for name in ("data2vec-vision", "vit_mae", "vitdet", "siglip2_vision_model", "yolos", "owlvit_vision_model", "owlv2_vision_model",
                  "videomae", "vivit", "dpt", "depth_anything"):
         assert name in types
     assert "hiera" not in types and "timm_wrapper" not in types

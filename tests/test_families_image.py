@@ -332,9 +332,8 @@ def test_pipeline_and_cli_give_the_explainer_result(saved, name, tmp_path):
 @pytest.mark.parametrize(
     "config,match",
     [
-        (lambda: T.TimesformerConfig(**{**SMALL, "num_frames": 2}), "TimeSformer divides each layer"),
-        (lambda: T.Owlv2Config(), "OWLv2's processor pads each image to a square"),
-        (lambda: T.DetrConfig(use_timm_backbone=False, backbone_config=T.ResNetConfig()), "encoder-decoder relevance rules"),
+        (lambda: T.TimesformerConfig(**{**SMALL, "num_frames": 2, "attention_type": "joint_space_time"}), "only 'divided_space_time'"),
+        (lambda: T.DetrConfig(use_timm_backbone=True, use_pretrained_backbone=False), "runs a timm backbone"),
     ],
 )
 def test_families_not_supported_yet_are_refused_with_the_reason(tmp_path, config, match):

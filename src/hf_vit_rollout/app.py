@@ -12,9 +12,11 @@ the others (see :mod:`hf_vit_rollout.capture`). Uploads above ``--max-upload-mb`
 the server with a message, and decoded images are capped at
 :data:`~hf_vit_rollout.images.MAX_PIXELS`.
 
-The controls follow the chosen model (:func:`model_settings`): detectors (YOLOS, OWL-ViT) get a min
-score, a detection choice, text queries for OWL-ViT and a gallery of every explained detection; depth
-models (DPT, Depth Anything) a region box; video models (VideoMAE, ViViT) a clip box for an animated GIF.
+The controls follow the chosen model (:func:`model_settings`): detectors (YOLOS, OWL-ViT, OWLv2) get a
+min score, a detection choice (OWL-ViT and OWLv2: a box index typed in), text queries for OWL-ViT
+and OWLv2 and a gallery of every explained detection; depth models (DPT, Depth Anything) a region
+box; video models (VideoMAE, ViViT,
+TimeSformer) a clip box for an animated GIF.
 
 Needs the optional extra: ``pip install "hf-vit-rollout[app]"``.
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from .errors import InputError, TargetError, UnsupportedModelError
 from .methods import HEAD_FUSIONS, METHODS
+from .videos import VIDEO_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ DEFAULT_MIN_SCORE = 0.5
 def model_kind(explainer) -> str:
     """What the app asks for this model: ``"image"`` (a class), ``"detector"`` (YOLOS: a detection),
     ``"text_detector"`` (OWL-ViT: a detection among text queries), ``"dense"`` (DPT, Depth Anything: a
-    region) or ``"video"`` (VideoMAE, ViViT: a clip, uploaded as an animated GIF)."""
+    region) or ``"video"`` (VideoMAE, ViViT, TimeSformer: a clip, uploaded as an animated GIF)."""
     family = explainer.family
     if getattr(family, "sources", None) is not None:
         return "video"
@@ -146,10 +149,22 @@ def model_settings(explainer) -> tuple[str, ...]:
 
 
 def detection_choices(explainer) -> list[str]:
-    """The detection dropdown: :data:`ALL_DETECTIONS`, then every detection index (empty for other models)."""
+    """The detection dropdown: :data:`ALL_DETECTIONS`, then every detection index (empty for other models).
+
+    Detectors with one box per patch (OWL-ViT, OWLv2: thousands of boxes) list only
+    :data:`ALL_DETECTIONS`; a box index is typed into the dropdown (:func:`detection_label`)."""
     if not explainer.is_detector:
         return []
+    if getattr(explainer.family, "one_box_per_patch", False):
+        return [ALL_DETECTIONS]
     return [ALL_DETECTIONS, *[str(d) for d in range(explainer.family.detection_count(explainer))]]
+
+
+def detection_label(explainer) -> str:
+    """The detection dropdown's label: for one box per patch it says which index to type."""
+    if explainer.is_detector and getattr(explainer.family, "one_box_per_patch", False):
+        return f"detection (or type a box index, 0 to {explainer.family.detection_count(explainer) - 1})"
+    return "detection"
 
 
 def explain(choice: ModelChoice, image, model: str, settings: dict, colormap: str = "jet"):
@@ -195,8 +210,9 @@ def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap
         value = settings.pop(name, None)
         if name in taken and value not in (None, "", FUSED_HEADS):
             settings[name] = int(value)
+    count = explainer.family.detection_count(explainer) if explainer.is_detector else 0
     settings.update(_model_request(kind, settings.pop("min_score", None), settings.pop("detection", None),
-                                   settings.pop("queries", None), settings.pop("region", None)))
+                                   settings.pop("queries", None), settings.pop("region", None), count))
     try:
         found = explainer(image, target=chosen, **settings)
     except (InputError, TargetError, UnsupportedModelError, ValueError, TypeError, OSError) as exc:
@@ -204,7 +220,8 @@ def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap
     if not isinstance(found, list):
         if kind == "dense":
             x0, y0, x1, y1 = found.box
-            caption = f"{found.method} · mean depth {found.score:.4g} over the region ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
+            what = f"mean depth {found.score:.4g}" if found.target is None else f"{found.label!r}, mean logit {found.score:.4g},"
+            caption = f"{found.method} · {what} over the region ({x0:g}, {y0:g}, {x1:g}, {y1:g})"
             return choice.files.save(display_overlay(found, colormap)), caption, []
         if found.detection is None:
             return choice.files.save(display_overlay(found, colormap)), found.title, []
@@ -219,37 +236,6 @@ def explain_all(choice: ModelChoice, image, model: str, settings: dict, colormap
     return gallery[0][0], caption, gallery
 
 
-def clip_frames(path, num_frames: int, where: str = "the clip") -> list:
-    """An animated GIF's frames (RGB), ``num_frames`` of them evenly spaced from first to last.
-
-    Raises:
-        InputError: not a readable GIF, or fewer frames than ``num_frames``.
-    """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    from .images import _check_size
-
-    try:
-        with Image.open(path) as clip:
-            _check_size(*clip.size, where)  # before decoding any frame
-            count = int(getattr(clip, "n_frames", 1))
-            if count < num_frames:
-                raise InputError(
-                    f"{where} has {count} frame{'s' if count != 1 else ''}; this model takes {num_frames}: "
-                    f"upload an animated GIF of at least {num_frames} frames (that many are taken, evenly spaced)"
-                )
-            frames = []
-            for i in np.linspace(0, count - 1, num_frames).round().astype(int):  # only the frames taken are kept
-                clip.seek(int(i))
-                frames.append(clip.convert("RGB"))
-    except InputError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{where} could not be read as an animated GIF ({exc}); upload a GIF") from None
-    return frames
-
-
 def _explain_clip(choice: ModelChoice, explainer, model: str, settings: dict, colormap: str):
     """A video model's explanation for the UI: ``(animated overlay GIF path, caption, per-frame overlays)``."""
     import gradio as gr
@@ -259,12 +245,15 @@ def _explain_clip(choice: ModelChoice, explainer, model: str, settings: dict, co
     if clip is None:
         raise gr.Error(
             f"{model!r} is a video model ({type(explainer.model).__name__}) and explains clips of {frames} frames: "
-            f"upload one as an animated GIF in the clip box ({frames} frames are taken from it, evenly spaced)."
+            f"upload one as an animated GIF (or, with the video extra, a video file) in the clip box ({frames} frames "
+            "are taken from it, evenly spaced)."
         )
     for name in ("target", "layer", "head", "start_layer", "min_score", "detection", "queries", "region"):
         settings.pop(name, None)
     try:
-        explanation = explainer(clip_frames(getattr(clip, "name", clip), frames), **settings)
+        from .videos import read_video
+
+        explanation = explainer(read_video(getattr(clip, "name", clip), frames, "the clip"), **settings)
     except (InputError, TargetError, UnsupportedModelError, ValueError, TypeError, OSError) as exc:
         raise gr.Error(str(exc)) from None
     overlays = explanation.overlays(colormap)
@@ -280,15 +269,21 @@ def _detection_line(explanation) -> str:
     return f"detection {explanation.detection}: {explanation.label} {explanation.score:.2f}, box ({box})"
 
 
-def _model_request(kind: str, min_score, detection, queries, region) -> dict:
-    """The UI's detection and region widgets → explainer settings for a ``kind`` of model."""
+def _model_request(kind: str, min_score, detection, queries, region, detections: int = 0) -> dict:
+    """The UI's detection and region widgets → explainer settings for a ``kind`` of model
+    (``detections``: how many the detector has, for the message about a typed index that is not one)."""
     import gradio as gr
 
     out: dict = {}
     taken = MODEL_SETTINGS[kind]
     if "detection" in taken:
         if detection not in (None, "", ALL_DETECTIONS):
-            out["detection"] = int(detection)
+            try:
+                out["detection"] = int(str(detection).strip())
+            except ValueError:
+                raise gr.Error(
+                    f"detection is {ALL_DETECTIONS!r} or a box index from 0 to {detections - 1}; got {detection!r}"
+                ) from None
         else:
             out["min_score"] = DEFAULT_MIN_SCORE if min_score is None else float(min_score)
     if "queries" in taken:
@@ -441,11 +436,13 @@ def build_app(models=("demo",), allow_any_model: bool = False, concurrency: int 
                 with gr.Row():
                     min_score = gr.Slider(0.0, 1.0, value=DEFAULT_MIN_SCORE, step=0.01, label="min score", elem_id="min-score",
                                           visible="min_score" in extra)
-                    detection = gr.Dropdown(detection_choices(first) or [ALL_DETECTIONS], value=ALL_DETECTIONS, label="detection",
-                                            elem_id="detection", visible="detection" in extra)
+                    detection = gr.Dropdown(detection_choices(first) or [ALL_DETECTIONS], value=ALL_DETECTIONS,
+                                            label=detection_label(first), elem_id="detection", visible="detection" in extra,
+                                            allow_custom_value=True)  # OWL-ViT: a box index is typed
                 queries = gr.Textbox("", label="text queries (comma-separated)", placeholder="a cat, a remote control", elem_id="queries",
                                      visible="queries" in extra)
-                clip = gr.File(label="clip (an animated GIF)", file_types=[".gif"], elem_id="clip", visible="clip" in extra)
+                clip = gr.File(label="clip (an animated GIF, or a video file with the video extra)", file_types=list(VIDEO_SUFFIXES),
+                               elem_id="clip", visible="clip" in extra)
                 with gr.Row(visible="region" in extra, elem_id="region") as region_row:
                     region = [gr.Number(label=f"region {name} (px)", elem_id=f"region-{name}") for name in ("x0", "y0", "x1", "y1")]
                 button = gr.Button("Explain", variant="primary", elem_id="explain")
@@ -520,7 +517,8 @@ def model_updates(explainer) -> tuple:
     taken = model_settings(explainer)
     return (
         gr.update(visible="min_score" in taken),
-        gr.update(choices=detection_choices(explainer) or [ALL_DETECTIONS], value=ALL_DETECTIONS, visible="detection" in taken),
+        gr.update(choices=detection_choices(explainer) or [ALL_DETECTIONS], value=ALL_DETECTIONS, label=detection_label(explainer),
+                  visible="detection" in taken),
         gr.update(visible="queries" in taken),
         gr.update(visible="region" in taken),
         gr.update(visible="detection" in taken or "clip" in taken, value=None),

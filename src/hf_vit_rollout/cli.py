@@ -58,6 +58,8 @@ _SHELL_TERMS = [
     (re.compile(r"\(target=index\)"), "(--target INDEX)"),
     (re.compile(r"\bdetection=index\b"), "--detection INDEX"),
     (re.compile(r"region=\(x0, y0, x1, y1\)"), "--region X0 Y0 X1 Y1"),
+    (re.compile(r"region=mask\b"), "--region-mask MASK.png"),
+    (re.compile(r"\bregion_reduce="), "--region-reduce"),
     (re.compile(r"\b(target|text|top_k|layer|head|start_layer|masks|detection|min_score|region)=(?=[\s,;.)]|$)"), r"--\1"),
 ]
 
@@ -109,7 +111,7 @@ def _explain_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files, or folders of images")
+    parser.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files, or folders of images (video models: video files, written as animated GIF overlays)")
     parser.add_argument("--image_path", "--image-path", action="append", default=[], help="an image file or folder (repeatable)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also take the images in the folders' subfolders")
     _add_model_options(parser)
@@ -120,14 +122,22 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default=None, help="class label name (or index) to explain; see 'hf-vit-rollout labels'")
     parser.add_argument("--top_k", "--top-k", type=int, default=None, help="explain each of the k most probable classes")
     parser.add_argument("--text", default=None, help="image-text models (CLIP, SigLIP): explain the similarity with this text")
-    parser.add_argument("--detection", type=int, default=None, help="detection models (YOLOS): the detection token to explain")
+    parser.add_argument("--detection", type=int, default=None, help="detection models (YOLOS, OWL-ViT, OWLv2, DETR): the detection to explain (a detection token, box or object query)")
     parser.add_argument(
         "--min_score", "--min-score", type=float, default=None,
-        help="detection models (YOLOS): explain every detection whose class probability is at least this",
+        help="detection models (YOLOS, OWL-ViT, OWLv2, DETR): explain every detection whose class score is at least this",
     )
     parser.add_argument(
         "--region", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
         help="depth models (DPT): explain the mean predicted depth of this box, in image pixels (default: the whole image)",
+    )
+    parser.add_argument(
+        "--region-mask", "--region_mask", type=Path, default=None, metavar="MASK.png",
+        help="depth models: explain the region of this mask image instead of a box (the image's size; pixels above 127 inside)",
+    )
+    parser.add_argument(
+        "--region-reduce", "--region_reduce", choices=("mean", "sum", "max", "min"), default=None,
+        help="depth models: how the region's predicted depths become the explained score (default: mean)",
     )
     parser.add_argument("--layer", type=int, default=None, help="method 'attention': which layer (default -1, the last)")
     parser.add_argument("--head", type=int, default=None, help="method 'attention': which head (default: heads fused)")
@@ -140,7 +150,7 @@ def _explain_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("."), help="output folder (default: the current one)")
     parser.add_argument("--colormap", default="jet", help="matplotlib colormap name (default: jet)")
     parser.add_argument("--colorbar", action="store_true", help="draw a colour bar beside each overlay")
-    parser.add_argument("--save-maps", "--save_maps", action="store_true", help="also write each heat-map as a float32 .npy array (H, W)")
+    parser.add_argument("--save-maps", "--save_maps", action="store_true", help="also write each heat-map as a float32 .npy array (H, W); (T, H, W) for a video")
     parser.add_argument(
         "--save-predictions", "--save_predictions", type=Path, default=None, metavar="FILE.json|FILE.csv",
         help="write one record per explanation (image, files, method, target, label, score, prediction, settings)",
@@ -261,7 +271,7 @@ def _output_name(stem: str, explanation, fusion: str) -> str:
         parts.append(f"head{params['head']}")
     if params.get("start_layer"):
         parts.append(f"from{params['start_layer']}")
-    if explanation.detection is not None:  # a detection model: one file per detection
+    if getattr(explanation, "detection", None) is not None:  # a detection model: one file per detection
         parts.append(f"det{explanation.detection}")
     if explanation.target is not None:
         parts.append(str(explanation.target))
@@ -334,6 +344,21 @@ def _quiet_hub_logging() -> None:
         pass
 
 
+def _region_of(args):
+    """``--region``'s box or ``--region-mask``'s mask (a PIL image), ``None`` without either."""
+    if args.region_mask is None:
+        return None if args.region is None else tuple(args.region)
+    if args.region is not None:
+        raise TargetError("give either --region X0 Y0 X1 Y1 or --region-mask MASK.png, not both")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(args.region_mask) as mask:
+            return mask.convert("L")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"cannot read the region mask {str(args.region_mask)!r} as an image: {exc}") from None
+
+
 def _hub_kwargs(args) -> dict:
     return {"local_files_only": True} if args.local_files_only else {}
 
@@ -371,21 +396,26 @@ def run_explain(argv: list[str]) -> int:
         request = explainer.request(
             target=target, top_k=args.top_k, text=args.text, progress=not args.quiet, full_resolution=args.full_resolution,
             layer=args.layer, head=args.head, start_layer=args.start_layer, detection=args.detection, min_score=args.min_score,
-            region=None if args.region is None else tuple(args.region),
+            region=_region_of(args), region_reduce=args.region_reduce,
         )
         stems = unique_stems(paths)
         # the generator drives the loop, so it runs to its end (its progress bar reaches the total)
         for index, result in enumerate(explainer.explain_iter(paths, request)):
             for explanation in result if isinstance(result, list) else [result]:
                 name = _output_name(stems[index], explanation, args.head_fusion)
-                file = out / f"{name}.png"
-                explanation.overlay(args.colormap, colorbar=args.colorbar).save(file)
+                video = hasattr(explanation, "save_gif")  # a video model's clip: an animated overlay
+                file = out / f"{name}.gif" if video else out / f"{name}.png"
+                if video:
+                    explanation.save_gif(file, colormap=args.colormap)
+                else:
+                    explanation.overlay(args.colormap, colorbar=args.colorbar).save(file)
                 heatmap = None
                 if args.save_maps:
                     import numpy as np
 
                     heatmap = out / f"{name}.npy"
-                    np.save(heatmap, explanation.heatmap.astype("float32", copy=False))
+                    maps = explanation.heatmaps if video else explanation.heatmap  # (T, H, W) for a clip
+                    np.save(heatmap, maps.astype("float32", copy=False))
                 if predictions is not None:
                     predictions.add(_record(paths[index], explanation, file, heatmap, explainer.id2label))
                 print(f"{paths[index]}: {explanation.title} -> {file}")

@@ -198,6 +198,8 @@ class RolloutExplainer:
 
     @property
     def _has_classifier(self) -> bool:
+        if getattr(self.family, "is_segmenter", lambda model: False)(self.model):  # a class per pixel
+            return True
         return any(hasattr(self.model, name) for name in ("classifier", "cls_classifier", "class_labels_classifier"))
 
     @property
@@ -234,21 +236,39 @@ class RolloutExplainer:
             )
         return label_index(self.id2label, self.num_labels, target)
 
-    def request(self, **settings) -> ExplainRequest:
-        """This explainer's defaults overridden by ``settings``, validated against the model."""
+    def request(self, *, queries_later: bool = False, **settings) -> ExplainRequest:
+        """This explainer's defaults overridden by ``settings``, validated against the model.
+
+        ``queries_later=True`` lets an open-vocabulary detector's ``text=`` queries be missing (the
+        pipeline's defaults, whose calls each give their own queries)."""
         request = self.defaults.updated(**settings)
         name = type(self.model).__name__
         if getattr(self.family, "has_regions", lambda model: False)(self.model):  # a dense prediction: region targets
+            segmenter = self.family.is_segmenter(self.model)
             given = [k for k in ("target", "text", "top_k", "detection", "min_score") if getattr(request, k) is not None]
-            if given and not (given == ["target"] and request._only_predicted()):
+            if segmenter and given and given != ["target"]:
+                raise TargetError(
+                    f"{name} predicts a class per pixel: explain a region of it with region=(x0, y0, x1, y1) or "
+                    f"region=mask and the class with target=, not {given[0]}="
+                )
+            if not segmenter and given and not (given == ["target"] and request._only_predicted()):
                 raise TargetError(
                     f"{name} predicts a dense map (depth), not classes: explain a region of it with "
-                    f"region=(x0, y0, x1, y1) in image pixels (default: the whole image), not {given[0]}="
+                    f"region=(x0, y0, x1, y1) in image pixels or region=mask (default: the whole image), not {given[0]}="
                 )
             request.check_model(self.num_layers, self.num_heads)
+            if segmenter:
+                if request.callable_target is not None:
+                    raise TargetError(
+                        f"{name} explains a class over a region: give target= a class index or label name, not a callable"
+                    )
+                for target in request.target if request.targets_per_image else (request.target,):
+                    if target is not None:
+                        self.resolve_target(target)
             return request
-        if request.region is not None:
-            raise TargetError(f"region= names a region of a dense prediction (DPT depth); {name} predicts none")
+        if request.region is not None or request.region_reduce is not None:
+            given = "region=" if request.region is not None else "region_reduce="
+            raise TargetError(f"{given} names a region of a dense prediction (DPT depth); {name} predicts none")
         if self.is_detector:
             asked = ("target", "top_k") if self.family.needs_text else ("target", "text", "top_k")
             given = [k for k in asked if getattr(request, k) is not None]
@@ -258,12 +278,15 @@ class RolloutExplainer:
                     f"{self.family.detection_count(self) - 1}) or explain every detection above a score with "
                     f"min_score=, not {given[0]}="
                 )
-            if self.family.needs_text and (request.text is None or self.tokenizer is None):
+            if self.family.needs_text and (request.text is None and not queries_later or self.tokenizer is None):
                 raise TargetError(
                     f"{name} detects what text queries name: pass text=['a photo of a cat', ...] (one query or a list), "
                     "with the checkpoint's tokenizer loaded"
                 )
             self.family.check_target(self, request.detection)
+            check_request = getattr(self.family, "check_request", None)  # methods and settings the family refuses
+            if check_request is not None:
+                check_request(self, request)
             request.check_model(self.num_layers, self.num_heads)
             return request
         if isinstance(request.text, tuple):

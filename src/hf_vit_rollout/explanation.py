@@ -147,7 +147,9 @@ class Explanation:
         arrays = save_arrays(self, _ARRAY_FIELDS, folder)
         plain = {name: getattr(self, name) for name in _PLAIN_FIELDS}
         if self.detection is not None:
-            plain.update(detection=self.detection, box=None if self.box is None else list(self.box))
+            plain["detection"] = self.detection
+        if self.box is not None:  # a detection's box or a dense model's region
+            plain["box"] = list(self.box)
         write_manifest(folder, SAVE_MANIFEST, {**plain}, self.params, self.placement, arrays)
         return folder
 
@@ -174,7 +176,7 @@ class Explanation:
         return cls(
             image=image,
             placement=placement,
-            params=manifest["params"],
+            params={key: _tuples(value) for key, value in manifest["params"].items()},  # text=, region= tuples
             detection=manifest.get("detection"),
             box=None if box is None else tuple(box),
             **{name: manifest[name] for name in _PLAIN_FIELDS},
@@ -280,7 +282,7 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def _tuples(value):
-    """JSON lists back to the tuples a :class:`Placement` holds."""
+    """JSON lists back to the tuples a :class:`Placement` and ``params`` hold."""
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 

@@ -104,17 +104,22 @@ HEADS = {
     "ForObjectDetection": "AutoModelForObjectDetection",
     "ForVideoClassification": "AutoModelForVideoClassification",
     "ForDepthEstimation": "AutoModelForDepthEstimation",
+    "ForSemanticSegmentation": "AutoModelForSemanticSegmentation",
 }
 
 
 def load_model(name_or_path, **hf_kwargs):
     """The model, with its head if it was saved with one (image or video classification, object
-    detection), else as a backbone (``AutoModel``)."""
+    detection, depth estimation; semantic segmentation where the package explains it: DPT), else as
+    a backbone (``AutoModel``)."""
     import transformers
 
     config = load_config(name_or_path, **hf_kwargs)
     architectures = getattr(config, "architectures", None) or []
-    heads = [auto for part, auto in HEADS.items() if any(part in a for a in architectures)]
+    from .families.dense import SEGMENTER_TYPES
+
+    heads = [auto for part, auto in HEADS.items() if any(part in a for a in architectures)
+             and (part != "ForSemanticSegmentation" or config.model_type in SEGMENTER_TYPES)]
     auto = getattr(transformers, heads[0] if heads else "AutoModel")
     saved = getattr(transformers, architectures[0], None) if heads else None
     if saved is not None and type(config) not in auto._model_mapping:  # e.g. OWL-ViT: a zero-shot detector

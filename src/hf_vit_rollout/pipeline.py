@@ -48,7 +48,7 @@ from .request import ExplainRequest, check_device
 TASK = "vit-explanation"
 _SETTINGS = (
     "method", "head_fusion", "discard_ratio", "target", "text", "top_k", "full_resolution", "layer", "head", "start_layer",
-    "detection", "min_score", "region",
+    "detection", "min_score", "region", "region_reduce",
 )
 
 
@@ -106,7 +106,7 @@ class ViTExplanationPipeline(Pipeline):
         self._pending = {k: kwargs[k] for k in _SETTINGS if k in kwargs}
         super().__init__(*args, **kwargs)
         self.explainer = RolloutExplainer(self.model, self.image_processor, tokenizer=tokenizer)
-        self.base_request = self.explainer.request(**self._pending)
+        self.base_request = self.explainer.request(queries_later=True, **self._pending)  # OWL-ViT: queries per call
 
     def _sanitize_parameters(self, _request: ExplainRequest | None = None, **kwargs):
         if _request is not None:  # already validated by __call__ (per-image targets ride with their images)

@@ -1,7 +1,9 @@
 """Where the model's patches lie on the original image, and heat-maps placed exactly there.
 
 An image processor resizes (to a fixed size, a shortest edge, a longest edge or a maximum box),
-centre-crops (padding when the image is smaller than the crop) and pads; the model then cuts the
+centre-crops (padding when the image is smaller than the crop) and pads (OWLv2's processor pads the
+image bottom and right to a square *before* resizing, so the image fills only the top-left part of
+the model input); the model then cuts the
 input into ``patch``-sized tiles, dropping any remainder. :class:`Placement` records that geometry
 for one image, so a ``(grid_h, grid_w)`` patch map is drawn over exactly the pixels the model saw
 (bilinear between patch centres, as ``align_corners=False``) and is zero everywhere else: outside a
@@ -62,6 +64,13 @@ def resized_size(processor, height: int, width: int) -> tuple[int, int]:
     return height, width
 
 
+def pads_to_square(processor) -> bool:
+    """Whether ``processor`` pads each image bottom and right to a square before resizing it (OWLv2's
+    ``Owlv2ImageProcessor`` and ``Owlv2ImageProcessorPil`` with ``do_pad``)."""
+    owlv2 = any(kind.__name__.startswith("Owlv2ImageProcessor") for kind in type(processor).__mro__)
+    return owlv2 and bool(getattr(processor, "do_pad", False))
+
+
 def _crop_start(length: int, crop: int) -> int:
     """Offset of a centre crop in ``transformers``' ``center_crop`` (negative: padded before it)."""
     start = (length - crop) // 2
@@ -75,7 +84,10 @@ class Placement:
 
     Attributes:
         image_size: ``(width, height)`` of the original (oriented) image.
-        resized: ``(height, width)`` after the processor's resize.
+        resized: ``(height, width)`` the image spans after the processor's resize, in model-input
+            pixels; fractional when the processor padded the image to a square before resizing
+            (OWLv2: an ``H × W`` image padded to ``S = max(H, W)`` and resized to ``h × w`` spans
+            ``(H·h/S, W·w/S)``, the rest of the input is padding).
         offset: ``(top, left)`` of the model input in resized coordinates (a crop's start; negative
             when the crop padded the image).
         patch: ``(patch_h, patch_w)`` pixels of one patch in model-input coordinates.
@@ -83,7 +95,7 @@ class Placement:
     """
 
     image_size: tuple[int, int]
-    resized: tuple[int, int]
+    resized: tuple[float, float]
     offset: tuple[int, int]
     patch: tuple[int, int]
     grid: tuple[int, int]
@@ -92,6 +104,11 @@ class Placement:
     def of(cls, processor, image_size: tuple[int, int], patch: tuple[int, int], grid: tuple[int, int]) -> Placement:
         """The placement of an image of ``image_size = (W, H)`` through ``processor``."""
         width, height = image_size
+        if pads_to_square(processor):  # padded to side × side first; the image is its top-left part
+            side = max(int(width), int(height))
+            square_h, square_w = resized_size(processor, side, side)
+            resized = (int(height) * square_h / side, int(width) * square_w / side)
+            return cls((int(width), int(height)), resized, (0, 0), tuple(patch), tuple(grid))
         res_h, res_w = resized_size(processor, height, width)
         top = left = 0
         crop = getattr(processor, "crop_size", None)
@@ -147,14 +164,15 @@ def shrink_for_processor(image: Image.Image, processor) -> Image.Image:
     a huge original to arrays. Done only for PIL processors whose size rule gives the same size when
     applied twice (a fixed height and width, or a shortest edge alone); ``max_height``/``max_width``
     and shortest-plus-longest rules can round differently on a second pass, so those images, and
-    images the processor does not shrink, are returned unchanged.
+    images the processor does not shrink, are returned unchanged; so are images for processors that
+    pad to a square before resizing (OWLv2, which also resizes with its own filter, not PIL's).
     """
     from transformers.image_processing_backends import PilBackend
 
     size = getattr(processor, "size", None)
     fixed = _size_value(size, "height") and _size_value(size, "width")
     shortest_only = _size_value(size, "shortest_edge") and not _size_value(size, "longest_edge")
-    if not isinstance(processor, PilBackend) or not (fixed or shortest_only):
+    if not isinstance(processor, PilBackend) or not (fixed or shortest_only) or pads_to_square(processor):
         return image  # only where resizing twice is the same as resizing once (bit-identical input)
     res_h, res_w = resized_size(processor, image.height, image.width)
     if res_h * res_w >= image.width * image.height:

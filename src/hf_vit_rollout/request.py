@@ -103,15 +103,74 @@ def normalize_target(target):
     return _check_target_item(target, "target")
 
 
-def check_region(region) -> tuple[float, float, float, float]:
-    """A box ``(x0, y0, x1, y1)`` of four finite numbers with ``x0 < x1`` and ``y0 < y1`` → floats."""
+@dataclass(frozen=True, eq=False)
+class RegionMask:
+    """A region given as a mask: ``pixels`` ``(H, W)`` bool, ``True`` inside.
+
+    The mask is in the original image's pixels (in model-input pixels for
+    :meth:`~hf_vit_rollout.RolloutExplainer.relevance_maps`), so it must have the image's size.
+    """
+
+    pixels: np.ndarray
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """The mask's bounding box ``(x0, y0, x1, y1)`` in pixels (``x1``, ``y1`` one past the last pixel)."""
+        rows, cols = np.nonzero(self.pixels)
+        return float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RegionMask) and np.array_equal(self.pixels, other.pixels)
+
+    def __hash__(self) -> int:
+        return hash((self.pixels.shape, np.packbits(self.pixels).tobytes()))
+
+    def __repr__(self) -> str:
+        height, width = self.pixels.shape
+        return f"RegionMask({height}×{width}, {int(self.pixels.sum())} pixels inside)"
+
+
+def _region_mask(region) -> RegionMask:
+    """A 2-D mask (bool or 0/1 array or tensor; a PIL image: pixels above 127 inside) → :class:`RegionMask`."""
+    if hasattr(region, "getbands"):  # a PIL image, e.g. a mask saved as PNG (mode "1" or "L")
+        pixels = np.asarray(region.convert("L")) > 127
+    else:
+        values = region.detach().cpu().numpy() if hasattr(region, "detach") else np.asarray(region)
+        if values.dtype == bool:
+            pixels = values
+        elif np.issubdtype(values.dtype, np.number) and np.isin(values, (0, 1)).all():
+            pixels = values.astype(bool)
+        else:
+            raise TargetError(
+                "a region mask must hold True/False or 0/1 values (inside/outside); threshold a soft mask "
+                f"first (mask > 0.5), got values of dtype {values.dtype}"
+            )
+    if not pixels.any():
+        raise TargetError(f"the region mask ({pixels.shape[0]}×{pixels.shape[1]}) is empty: mark at least one pixel inside")
+    return RegionMask(np.ascontiguousarray(pixels))
+
+
+def check_region(region) -> tuple[float, float, float, float] | RegionMask:
+    """A box ``(x0, y0, x1, y1)`` of four finite numbers with ``x0 < x1`` and ``y0 < y1`` → floats;
+    a 2-D mask ``(H, W)`` → :class:`RegionMask`."""
+    if isinstance(region, RegionMask):
+        return region
+    if hasattr(region, "getbands") or getattr(region, "ndim", 1) == 2:
+        return _region_mask(region)
     values = region.tolist() if hasattr(region, "tolist") else region
     if not isinstance(values, (list, tuple)) or len(values) != 4 or not all(_is_number(v) and math.isfinite(v) for v in values):
-        raise TargetError(f"region must be a box (x0, y0, x1, y1) of four numbers in image pixels, got {region!r}")
+        raise TargetError(
+            "region must be a box (x0, y0, x1, y1) of four numbers in image pixels, or a 2-D mask of the image's "
+            f"size (H, W), got {region!r}"
+        )
     x0, y0, x1, y1 = (float(v) for v in values)
     if not (x0 < x1 and y0 < y1):
         raise TargetError(f"region (x0, y0, x1, y1) needs x0 < x1 and y0 < y1, got {tuple(values)}")
     return x0, y0, x1, y1
+
+
+#: How a region's values are reduced to the explained score.
+REGION_REDUCTIONS = ("mean", "sum", "max", "min")
 
 
 @dataclass(frozen=True)
@@ -138,8 +197,11 @@ class ExplainRequest:
         min_score: detection models: explain every detection whose class probability is at least
             this (in ``[0, 1]``), one explanation each. Both work with every method (rollout reads
             the detection token's row).
-        region: dense models (DPT): the box ``(x0, y0, x1, y1)`` in image pixels whose mean
-            predicted depth is explained; default the whole image.
+        region: dense models (DPT, Depth Anything): the region of the predicted depth map to
+            explain, a box ``(x0, y0, x1, y1)`` in image pixels or a mask ``(H, W)`` of the image's
+            size (bool or 0/1; a PIL image: pixels above 127 inside); default the whole image.
+        region_reduce: dense models: how the region's predicted depths become the explained score,
+            ``"mean"`` (default), ``"sum"``, ``"max"`` or ``"min"``.
 
     ``layer``, ``head`` and ``start_layer`` are checked against the model's layer and head counts by
     :meth:`check_model` (the explainer calls it when it builds a request).
@@ -158,7 +220,8 @@ class ExplainRequest:
     start_layer: int | None = None
     detection: int | None = None
     min_score: float | None = None
-    region: tuple[float, float, float, float] | None = None
+    region: tuple[float, float, float, float] | RegionMask | None = None
+    region_reduce: str | None = None
 
     def __post_init__(self):
         spec = check_method(self.method)
@@ -189,6 +252,10 @@ class ExplainRequest:
             object.__setattr__(self, "min_score", float(self.min_score))
         if self.region is not None:
             object.__setattr__(self, "region", check_region(self.region))
+        if self.region_reduce is not None and self.region_reduce not in REGION_REDUCTIONS:
+            raise TargetError(
+                f"region_reduce must be one of {', '.join(repr(r) for r in REGION_REDUCTIONS)}, got {self.region_reduce!r}"
+            )
         for flag in ("progress", "full_resolution"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise ValueError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
@@ -199,6 +266,8 @@ class ExplainRequest:
         wanted = [name for name in ("target", "text", "top_k", "detection", "min_score", "region") if getattr(self, name) is not None]
         detections = [name for name in wanted if name in ("detection", "min_score")]
         others = [name for name in wanted if name not in ("detection", "min_score", "text")]  # text names detectors' queries
+        if wanted[:1] == ["target"] and "region" in wanted and len(wanted) == 2:  # a segmenter's class in a region
+            wanted = ["region"]
         if len(wanted) > 1 and (len(detections) > 1 or (detections and others) or "region" in wanted):
             clash = [name for name in wanted if name != "text"] if detections else wanted
             raise TargetError(
@@ -296,9 +365,13 @@ class ExplainRequest:
             out["start_layer"] = self.start_layer or 0
         if self.text is not None:
             out["text"] = self.text
-        for name in ("detection", "min_score", "region"):
+        for name in ("detection", "min_score", "region_reduce"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        if isinstance(self.region, RegionMask):  # params are JSON: a mask is its bounding box and its size
+            out.update(region=self.region.box, region_mask_pixels=int(self.region.pixels.sum()))
+        elif self.region is not None:
+            out["region"] = self.region
         return out
 
 

@@ -248,6 +248,10 @@ class _Folds:
         self.batch = batch
         self.layer = check_layer(-1 if request.layer is None else request.layer, num_layers)
         self.start_layer = check_start_layer(request.start_layer or 0, num_layers)
+        refusal = getattr(layout, "method_refusal", None)  # a layout that refuses by what a method needs
+        refused = refusal(self.spec, self.layer) if refusal is not None else None
+        if refused:
+            raise ValueError(f"method {self.spec.name!r} is not available here: {refused}")
         self.relevance_context = None  # set in forward when the method needs LRP relevance
         self.readout: LayerReadout | None = None  # set in forward when the method reads every layer out
         self.folds: list = []
@@ -269,7 +273,8 @@ class _Folds:
 
     def store(self, layer: int, attention: torch.Tensor, grad: torch.Tensor | None) -> None:
         request = self.request
-        layer_map = self.layout.layer_map(self.spec.layer_map, layer, attention, grad, (request.head_fusion, request.ratio))
+        ratio = getattr(self.layout, "ratio_for", lambda request: request.ratio)(request)  # a family's own default
+        layer_map = self.layout.layer_map(self.spec.layer_map, layer, attention, grad, (request.head_fusion, ratio))
         fold = self.folds[-1]
         if isinstance(fold, dict):
             fold[layer] = layer_map
@@ -409,6 +414,9 @@ def forward(
 
 def _forward_one_size(explainer, batch: list[PreparedImage], request: ExplainRequest, text_inputs, positions: list[int]) -> list[ImagePass]:
     """:func:`forward` for images of one input size: one forward pass."""
+    family_forward = getattr(getattr(explainer, "family", None), "forward", None)
+    if family_forward is not None:  # a pass with its own relevance rules (DETR's encoder and decoder)
+        return family_forward(explainer, batch, request, positions)
     pixel_values = explainer.on_model(torch.stack([p.pixel_values for p in batch]))
     inputs = batch_inputs(batch)
     layout = explainer.layout(tuple(pixel_values.shape[-2:]), inputs)

@@ -16,6 +16,9 @@ A *family* is an object that answers, for the ``model_type`` values it registers
   capture (:mod:`hf_vit_rollout.capture`);
 * ``call_kwargs(vision_root, pixel_values)``: keyword arguments a forward pass of this input needs (ViT-MAE's
   fixed noise), ``{}`` for most.
+* optionally ``forward(explainer, batch, request, positions) -> [ImagePass]`` for a pass whose relevance
+  does not fold one token set layer by layer (DETR: encoder, decoder and cross-attention rules), and
+  ``check_request(explainer, request)`` to refuse a detector's methods or settings when the call is made.
 
 Families registered here take precedence over the older tables in :mod:`hf_vit_rollout.tokens`
 and :mod:`hf_vit_rollout.window_capture`, which still hold the ViT, DeiT, DINOv2, BEiT, CLIP,
@@ -26,19 +29,24 @@ Modules:
         recorded without switching its kernel), ViT-MAE encoders without masking.
     patches: SigLIP 2 (variable-resolution patch sequences with an attention mask).
     windowed: ViTDet (window and global blocks mixed, the windows folded like Swin's).
-    detection: YOLOS (detection tokens beside the patches; one map per detection).
+    detection: YOLOS (detection tokens beside the patches; one map per detection); OWL-ViT and OWLv2
+        (one box per patch token, classes named by text queries).
+    encoder_decoder: DETR and Conditional DETR (a CNN's feature grid, an encoder and a decoder of object
+        queries; Chefer et al. 2021b's encoder-decoder rules; one map per detection).
     video: VideoMAE and ViViT (global attention over tubelets; maps with a time axis).
+    timesformer: TimeSformer (divided space-time attention, its temporal and spatial attention
+        folded into token space as two chain steps per layer).
     dense: DPT depth estimation (region targets over ``predicted_depth``).
     refused: Hiera and timm checkpoints, with the reason.
 """
 
 from __future__ import annotations
 
-from . import dense, detection, grid, patches, refused, video, windowed
+from . import dense, detection, encoder_decoder, grid, patches, refused, timesformer, video, windowed
 
 #: model_type -> family object (see the module docstring for what it answers).
 FAMILIES: dict = {}
-for _module in (grid, patches, windowed, detection, video, dense, refused):
+for _module in (grid, patches, windowed, detection, encoder_decoder, video, timesformer, dense, refused):
     for _family in _module.FAMILIES:
         for _type in _family.model_types:
             FAMILIES[_type] = _family

@@ -1,4 +1,10 @@
-"""Dense heads: DPT and Depth Anything depth estimation, explained for a region of their output.
+"""Dense heads: DPT and Depth Anything depth estimation, and DPT semantic segmentation, explained
+for a region of their output.
+
+``DPTForSemanticSegmentation`` has the same backbone and neck with a head that predicts class
+logits per pixel ``(B, C, H_o, W_o)``; there a region target explains the region's logits of one
+class (``target=``, default the class predicted for most of the region's pixels), reduced the same
+way, and the explanation's ``label`` names the class.
 
 ``DepthAnythingForDepthEstimation`` has the same shape of neck and head over a DINOv2 backbone
 (``[CLS, registers, patches]``); it predicts relative inverse depth (larger is nearer), so there the
@@ -10,15 +16,18 @@ places, and the head upsamples them to a depth map ``predicted_depth (B, H_d, W_
 model input. A *region target* asks "why is this region predicted at this depth?":
 
 * **Region**: ``region=(x0, y0, x1, y1)`` in the original image's pixels (default: the whole
-  image). Depth pixels whose centres fall inside it, mapped through the same
-  :class:`~hf_vit_rollout.placement.Placement` as the heat-maps, form the region; a region outside
-  the image, or where the processor's crop left no pixel the model saw, is an error naming the
-  valid range.
-* **Explained score**: the mean predicted depth over the region (DPT predicts depth; a larger value
-  is farther). Gradient methods back-propagate it.
+  image), or a mask ``(H, W)`` of the image's size (:class:`~hf_vit_rollout.request.RegionMask`).
+  Depth pixels whose centres fall inside it, mapped through the same
+  :class:`~hf_vit_rollout.placement.Placement` as the heat-maps, form the region (for a mask: the
+  image pixel under the centre is inside); a region outside the image, or where the processor's
+  crop left no pixel the model saw, is an error naming the valid range.
+* **Explained score**: ``region_reduce`` (``"mean"`` by default, ``"sum"``, ``"max"``, ``"min"``)
+  of the predicted depth over the region (DPT predicts depth; a larger value is farther).
+  Gradient methods back-propagate it.
 * **Output row**: the neck puts every token back at its patch's place, so the chain's output row
   is uniform over the patch tokens whose centres lie in the region (the patch under the region's
-  centre if the region is smaller than a patch). Rollout reads that row of its product.
+  centre, or a mask's centroid, if the region covers no patch centre). Rollout reads that row of
+  its product.
 * Methods: the product ones and the input-relevance ones; ``flow``, ``attention`` and ``legrad``
   take one output row for the whole batch and are refused. Hybrid DPT (a BiT convolutional
   backbone) is refused: its tokens are not patches of the image.
@@ -34,6 +43,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, TargetError, UnsupportedModelError
+from ..request import RegionMask
 from ..tokens import TokenLayout, _pair
 
 _ONE_ROW = (
@@ -53,12 +63,19 @@ class DenseLayout(TokenLayout):
     }
 
 
+#: model types whose ``*ForSemanticSegmentation`` checkpoints load with their head and are explained.
+SEGMENTER_TYPES = ("dpt",)
+
+
 @dataclass(frozen=True)
 class RegionTarget:
-    """One explained region: its box in image pixels and the mean predicted depth over it."""
+    """One explained region: its box in image pixels (a mask's bounding box) and its score; for a
+    segmenter also the explained class ``target`` and the region's majority class ``predicted``."""
 
     box: tuple[float, float, float, float]
     value: float
+    target: int | None = None
+    predicted: int | None = None
 
 
 def _image_to_input(placement, x, y):
@@ -67,6 +84,17 @@ def _image_to_input(placement, x, y):
     res_h, res_w = placement.resized
     top, left = placement.offset
     return x * res_w / width - left, y * res_h / height - top
+
+
+def reduce_region(values: torch.Tensor, inside: torch.Tensor, how: str) -> torch.Tensor:
+    """``values`` ``(B, H, W)`` reduced over ``inside`` ``(B, H, W)`` bool → ``(B,)``: ``"mean"``,
+    ``"sum"``, ``"max"`` or ``"min"`` of each image's region."""
+    if how in ("mean", "sum"):
+        total = (values * inside).sum((1, 2))
+        return total / inside.sum((1, 2)) if how == "mean" else total
+    fill = float("-inf") if how == "max" else float("inf")
+    masked = values.masked_fill(~inside, fill).flatten(1)
+    return masked.amax(1) if how == "max" else masked.amin(1)
 
 
 class DenseFamily:
@@ -120,67 +148,119 @@ class DenseFamily:
 
     @staticmethod
     def has_regions(model) -> bool:
-        """Whether ``model`` has a depth head (``DPTForDepthEstimation``; ``DPTModel`` is a backbone)."""
+        """Whether ``model`` has a dense head (``DPTForDepthEstimation``, ``DPTForSemanticSegmentation``;
+        ``DPTModel`` is a backbone)."""
         return hasattr(model, "head") and hasattr(model, "neck")
 
+    @staticmethod
+    def is_segmenter(model) -> bool:
+        """Whether ``model`` predicts a class per pixel (``DPTForSemanticSegmentation``) rather than depth."""
+        return type(model).__name__.endswith("ForSemanticSegmentation")
+
     # ----------------------------------------------------------------- region targets
-    def _region_masks(self, box, placement, input_size, depth_size, where):
-        """``(H_d, W_d)`` bool mask of the depth pixels in ``box``, and ``(h, w)`` of its patch cells."""
+    @staticmethod
+    def _inside(region, placement, input_size, where):
+        """``inside(ys, xs) -> (len(ys), len(xs))`` bool: which model-input points (pixel centres) lie in
+        ``region``, and the region's centre in model-input pixels (for a region smaller than a patch)."""
         in_h, in_w = input_size
-        if placement is None:  # relevance_maps: the box is in model-input pixels
+        if placement is None:  # relevance_maps: the region is in model-input pixels
             width, height = in_w, in_h
             to_input = lambda x, y: (x, y)  # noqa: E731
         else:
             width, height = placement.image_size
             to_input = lambda x, y: _image_to_input(placement, x, y)  # noqa: E731
-        if box is None:
-            box = (0.0, 0.0, float(width), float(height))
-        x0, y0, x1, y1 = box
+        if isinstance(region, RegionMask):
+            mask = region.pixels
+            if mask.shape != (height, width):
+                raise TargetError(
+                    f"the region mask is {mask.shape[0]}×{mask.shape[1]} but {where} is {height}×{width} (H×W): "
+                    "give a mask of the image's size"
+                )
+            if placement is None:
+                to_image = lambda ys, xs: (ys, xs)  # noqa: E731
+            else:
+                res_h, res_w = placement.resized
+                top, left = placement.offset
+                to_image = lambda ys, xs: ((ys + top) * height / res_h, (xs + left) * width / res_w)  # noqa: E731
+
+            def inside(ys, xs):
+                ys, xs = to_image(np.asarray(ys, dtype=float), np.asarray(xs, dtype=float))
+                rows, cols = np.floor(ys).astype(int), np.floor(xs).astype(int)
+                row_ok, col_ok = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+                picked = mask[np.clip(rows, 0, height - 1)][:, np.clip(cols, 0, width - 1)]
+                return picked & row_ok[:, None] & col_ok[None, :]
+
+            rows, cols = np.nonzero(mask)
+            return inside, to_input(float(cols.mean()) + 0.5, float(rows.mean()) + 0.5)
+        x0, y0, x1, y1 = (0.0, 0.0, float(width), float(height)) if region is None else region
         if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
             raise TargetError(
-                f"region {tuple(box)} lies outside {where}: x must overlap [0, {width}] and y [0, {height}] (image pixels)"
+                f"region {(x0, y0, x1, y1)} lies outside {where}: x must overlap [0, {width}] and y [0, {height}] (image pixels)"
             )
         (ix0, iy0), (ix1, iy1) = to_input(x0, y0), to_input(x1, y1)
-        dep_h, dep_w = depth_size
-        ys = (np.arange(dep_h) + 0.5) * in_h / dep_h
-        xs = (np.arange(dep_w) + 0.5) * in_w / dep_w
-        depth_mask = ((ys >= iy0) & (ys < iy1))[:, None] & ((xs >= ix0) & (xs < ix1))[None, :]
-        if not depth_mask.any():
-            raise TargetError(
-                f"region {tuple(box)} of {where} covers no pixel the model saw (the processor's crop left none "
-                "inside it, or it is thinner than one depth pixel); give a larger region, or one inside the crop"
-            )
-        return depth_mask, (ix0, iy0, ix1, iy1)
+
+        def inside(ys, xs):
+            ys, xs = np.asarray(ys), np.asarray(xs)
+            return ((ys >= iy0) & (ys < iy1))[:, None] & ((xs >= ix0) & (xs < ix1))[None, :]
+
+        return inside, ((ix0 + ix1) / 2, (iy0 + iy1) / 2)
 
     def objectives(self, explainer, outputs, batch, request, layout):
-        """``[(scores (B,), explained, rows (B, N))]``: one rank, each image's region."""
-        depth = outputs.predicted_depth
-        if depth.dim() == 4:
-            depth = depth.squeeze(1)
+        """``[(scores (B,), explained, rows (B, N))]``: one rank, each image's region.
+
+        A depth (or logit) pixel or a patch token is in the region when its centre is. The score is
+        ``request.region_reduce`` (default the mean) of the region's predicted depths; for a segmenter,
+        of the region's logits of the image's target class (default: the class predicted for most of
+        the region's pixels).
+        """
+        segmenter = self.is_segmenter(explainer.model)
+        if segmenter:
+            logits = outputs.logits  # (B, C, H_o, W_o)
+            depth = logits[:, 0]  # its size and device; the class is chosen per image below
+        else:
+            depth = outputs.predicted_depth
+            if depth.dim() == 4:
+                depth = depth.squeeze(1)
         input_size = tuple(batch[0].pixel_values.shape[-2:])
+        in_h, in_w = input_size
+        dep_h, dep_w = depth.shape[-2:]
         patch_h, patch_w = explainer.patch_size
         gh, gw = layout.grid_size
         rows = torch.zeros(len(batch), layout.num_tokens, device=depth.device)
-        masks, explained = [], []
+        masks, explained, classes, majority = [], [], [], []
         for b, prepared in enumerate(batch):
             where = f"images[{b}]" if prepared.placement is not None else f"pixel_values[{b}]"
-            mask, (ix0, iy0, ix1, iy1) = self._region_masks(request.region, prepared.placement, input_size, depth.shape[-2:], where)
+            inside, (cx, cy) = self._inside(request.region, prepared.placement, input_size, where)
+            mask = inside((np.arange(dep_h) + 0.5) * in_h / dep_h, (np.arange(dep_w) + 0.5) * in_w / dep_w)
+            if not mask.any():
+                raise TargetError(
+                    f"region {request.region!r} of {where} covers no pixel the model saw (the processor's crop left "
+                    "none inside it, or it is thinner than one depth pixel); give a larger region, or one inside the crop"
+                )
+            if segmenter:
+                votes = logits[b].detach().argmax(0)[torch.from_numpy(mask).to(logits.device)]
+                majority.append(int(torch.bincount(votes, minlength=logits.shape[1]).argmax()))
+                target = prepared.target
+                classes.append(majority[-1] if target is None else explainer.resolve_target(target))
             masks.append(torch.from_numpy(mask))
-            cy, cx = (np.arange(gh) + 0.5) * patch_h, (np.arange(gw) + 0.5) * patch_w
-            cells = ((cy >= iy0) & (cy < iy1))[:, None] & ((cx >= ix0) & (cx < ix1))[None, :]
+            cells = inside((np.arange(gh) + 0.5) * patch_h, (np.arange(gw) + 0.5) * patch_w)
             if not cells.any():  # smaller than a patch: the patch under its centre
-                r = int(np.clip(((iy0 + iy1) / 2) // patch_h, 0, gh - 1))
-                c = int(np.clip(((ix0 + ix1) / 2) // patch_w, 0, gw - 1))
-                cells[r, c] = True
+                cells[int(np.clip(cy // patch_h, 0, gh - 1)), int(np.clip(cx // patch_w, 0, gw - 1))] = True
             flat = torch.from_numpy(cells.reshape(-1)).to(depth.device)
             rows[b, layout.num_prefix_tokens :][flat] = 1.0 / int(flat.sum())
-        masks = torch.stack(masks).to(depth.device, depth.dtype)
-        scores = (depth * masks).sum((1, 2)) / masks.sum((1, 2))
+        masks = torch.stack(masks).to(depth.device)
+        if segmenter:
+            depth = logits[torch.arange(len(batch), device=logits.device), torch.tensor(classes, device=logits.device)]
+        scores = reduce_region(depth, masks, request.region_reduce or "mean")
         for b, prepared in enumerate(batch):
-            box = request.region
-            if box is None and prepared.placement is not None:
+            region = request.region
+            if isinstance(region, RegionMask):
+                box = region.box
+            elif region is None and prepared.placement is not None:
                 box = (0.0, 0.0, *map(float, prepared.placement.image_size))
-            explained.append(RegionTarget(box, float(scores[b].detach())))
+            else:
+                box = region
+            explained.append(RegionTarget(box, float(scores[b].detach()), *((classes[b], majority[b]) if segmenter else ())))
         return [(scores, explained, rows)]
 
     def results(self, explainer, prepared, passed, request, index):
@@ -196,12 +276,19 @@ class DenseFamily:
         region = passed.explained[0]
         mask = _mask(layout.patch_relevance(passed.relevance).clamp(min=0).numpy()[0], index)
         size = prepared.placement.output_size(request.full_resolution)
+        reduce = request.region_reduce or "mean"
+        if region.target is not None:  # a segmenter: the class explained over the region
+            label = explainer.id2label.get(region.target, str(region.target))
+        else:
+            label = f"{reduce} depth"
         return Explanation(
             image=prepared.image,
             mask=mask,
             heatmap=prepared.placement.heatmap(mask, size),
             method=request.method,
-            label="mean depth",
+            target=region.target,
+            predicted=region.predicted,
+            label=label,
             score=region.value,
             token_relevance=passed.relevance[0].numpy(),
             params=request.params(),

@@ -41,6 +41,11 @@ _ONE_ROW = (
     "use rollout, grad_rollout, gae, transformer_attribution, attnlrp or cp_lrp"
 )
 
+_PATCH_ROW = (
+    "OWL-ViT and OWLv2 explain one box's patch-token row per map, and {what} takes one output row for the whole "
+    "batch; use rollout, grad_rollout or gae"
+)
+
 
 @dataclass(frozen=True)
 class DetectionLayout(OneStepPerLayer):
@@ -112,6 +117,7 @@ class YolosFamily:
     refused = False
     detector = True
     needs_text = False
+    detection_noun = "detection tokens"  # what detection= indexes, for messages
 
     @staticmethod
     def is_detector_model(model) -> bool:
@@ -159,7 +165,7 @@ class YolosFamily:
         if not 0 <= int(target) < count:
             raise TargetError(
                 f"detection {target} is out of range: this {type(explainer.model).__name__} has {count} "
-                f"{'detection tokens' if not self.needs_text else 'boxes, one per patch'} (0 to {count - 1})"
+                f"{self.detection_noun} (0 to {count - 1})"
             )
 
     @staticmethod
@@ -167,18 +173,24 @@ class YolosFamily:
         """``(B, D, C)`` class probabilities of every detection, no-object left out (softmax over ``C + 1``)."""
         return outputs.logits.detach().float().softmax(-1)[..., :-1]
 
+    def best(self, outputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(rank, score, label)``, each ``(B, D)``: every detection's best class, its probability,
+        and what orders detections by confidence (here the probability itself)."""
+        best, labels = self.scores(outputs).max(-1)
+        return best, best, labels
+
     def choose(self, outputs, targets: list, min_score: float | None) -> list[list[Detection]]:
         """Per image, the detections to explain: the one named, the most confident one, or every one
         scoring at least ``min_score`` (most confident first; possibly none)."""
-        best, labels = self.scores(outputs).max(-1)
+        rank, best, labels = self.best(outputs)
         boxes = outputs.pred_boxes.detach().float()
         chosen = []
         for b, target in enumerate(targets):
             if min_score is not None:
-                order = torch.argsort(best[b], descending=True)
+                order = torch.argsort(rank[b], descending=True, stable=True)
                 indices = [int(d) for d in order if float(best[b, d]) >= min_score]
             elif target is None:
-                indices = [int(best[b].argmax())]
+                indices = [int(rank[b].argmax())]
             else:
                 indices = [int(target)]
             chosen.append(
@@ -205,9 +217,13 @@ class YolosFamily:
 # ------------------------------------------------------------------------------ OWL-ViT
 @dataclass(frozen=True)
 class PatchDetectionLayout(DetectionLayout):
-    """``[CLS, grid patches]`` where every patch token predicts one box (OWL-ViT)."""
+    """``[CLS, grid patches]`` where every patch token predicts one box (OWL-ViT, OWLv2)."""
 
     num_detection_tokens: int = 0
+    refused_combines: ClassVar[dict] = {
+        name: _PATCH_ROW.format(what=what)
+        for name, what in (("flow", "attention flow"), ("layer", "the raw-attention method"), ("sum", "LeGrad"))
+    }
 
     def detection_weights(self, detections: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """``(B,)`` detection (= patch) indices → ``(B, N)`` one-hot rows on those patch tokens."""
@@ -222,13 +238,17 @@ class OwlViTFamily(YolosFamily):
     ``OwlViTForObjectDetection`` runs a CLIP vision tower over ``[CLS, patches]``; the state of patch
     token ``1 + d`` (times the class token's, then a layer norm) predicts box ``d`` and its logits
     against every text query. ``text=["a cat", "a dog"]`` gives the queries; a detection's class is
-    the query with the highest sigmoid score, and the explained score is that query's logit at box
-    ``d``. The chain's output row is one-hot on patch token ``1 + d`` (the class token's share reaches
+    the query with the highest logit (the processor's choice), its score that logit's sigmoid, and
+    the explained score is that query's logit at box ``d``. The chain's output row is one-hot on patch token ``1 + d`` (the class token's share reaches
     gradient methods through their gradients). ``detection=d`` ranges over the patches.
     """
 
     model_types = ("owlvit_vision_model",)
     needs_text = True
+    one_box_per_patch = True  # thousands of boxes on a real checkpoint: the app asks for an index
+    #: the detector's attribute holding the image-text model (whose ``vision_model`` is explained)
+    wrapper = "owlvit"
+    detection_noun = "boxes, one per patch"
 
     def layout(self, config, image_size, held=None, inputs=None) -> PatchDetectionLayout:
         patch_h, patch_w = _pair(config.patch_size)
@@ -243,20 +263,25 @@ class OwlViTFamily(YolosFamily):
         from ..capture import find_attention_modules
         from ..errors import UnsupportedModelError
 
-        tower = getattr(getattr(vision_root, "owlvit", None), "vision_model", None) or getattr(vision_root, "vision_model", vision_root)
+        tower = getattr(getattr(vision_root, self.wrapper, None), "vision_model", None) or getattr(vision_root, "vision_model", vision_root)
         modules = find_attention_modules(tower)
         if not modules:
-            raise UnsupportedModelError(f"{type(vision_root).__name__} has no OWL-ViT vision attention modules")
+            raise UnsupportedModelError(f"{type(vision_root).__name__} has no {self.name} vision attention modules")
         return [], {}, modules
+
+    name = "OWL-ViT"
 
     def detection_count(self, explainer) -> int:
         model = explainer.model
         return int(model.num_patches_height * model.num_patches_width)
 
     @staticmethod
-    def scores(outputs) -> torch.Tensor:
-        """``(B, P, Q)`` sigmoid scores of every box against every query (padded queries score 0)."""
-        return outputs.logits.detach().float().sigmoid()
+    def best(outputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(rank, score, label)``, each ``(B, P)``: the query with the highest logit (as the processor's
+        ``post_process_object_detection`` picks it), that logit's sigmoid, and the logit itself to
+        order boxes (sigmoids near 1 tie in float32; the logits do not)."""
+        logits, labels = outputs.logits.detach().float().max(-1)
+        return logits, logits.sigmoid(), labels
 
     def tile_text(self, text_inputs: dict, batch: int) -> dict:
         """The ``(Q, L)`` tokenised queries repeated for every image: ``(B·Q, L)``."""
@@ -268,4 +293,20 @@ class OwlViTFamily(YolosFamily):
         return texts[label] if label < len(texts) else None
 
 
-FAMILIES = (YolosFamily(), OwlViTFamily())
+class Owlv2Family(OwlViTFamily):
+    """OWLv2: OWL-ViT's heads and token layout, on images padded to a square before resizing.
+
+    ``Owlv2ForObjectDetection`` is explained exactly as OWL-ViT (one box per patch token, the
+    explained score the logit of the box's best query). Its image processor pads each image bottom
+    and right to a square (``S = max(H, W)``) and resizes that square; the heat-map is the part of
+    the patch grid over the image (:func:`~hf_vit_rollout.placement.pads_to_square`), and boxes,
+    predicted relative to the padded square, come back in original-image pixels through the same
+    placement. OWLv2's objectness head (``objectness_logits``) is not what is explained.
+    """
+
+    model_types = ("owlv2_vision_model",)
+    wrapper = "owlv2"
+    name = "OWLv2"
+
+
+FAMILIES = (YolosFamily(), OwlViTFamily(), Owlv2Family())

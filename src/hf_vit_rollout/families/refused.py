@@ -27,23 +27,6 @@ FAMILIES = (
         "layer's attention rows are not the next layer's tokens and the maps do not chain token by token",
     ),
     _Refused(
-        ("timesformer",),
-        "'timesformer' models are not supported yet: TimeSformer divides each layer into a temporal attention "
-        "(each patch across frames) and a spatial one (each frame, with the class token copied per frame and "
-        "averaged back), which still has to be folded into token space; VideoMAE and ViViT are supported",
-    ),
-    _Refused(
-        ("owlv2_vision_model",),
-        "'owlv2' models are not supported yet: OWLv2's processor pads each image to a square before resizing, "
-        "which the heat-map placement does not model yet; OWL-ViT (owlvit) is supported",
-    ),
-    _Refused(
-        ("detr", "conditional_detr"),
-        "DETR and Conditional DETR are not supported yet: they need the encoder-decoder relevance rules (encoder and "
-        "decoder self-attention, decoder cross-attention) of Chefer et al. 2021b; YOLOS and OWL-ViT detect with "
-        "a ViT and are supported",
-    ),
-    _Refused(
         ("timm_wrapper",),
         "'timm_wrapper' checkpoints (TimmWrapperModel / TimmWrapperForImageClassification) are not supported: "
         "they run timm's own modules, whose attention does not go through transformers' attention interface, "

@@ -266,7 +266,14 @@ def _is_frame(item) -> bool:
 
 
 def video_sources(videos) -> tuple[list, bool]:
-    """Inputs → ``(list of clips, was_single)``: a clip is a ``(T, H, W, 3)`` array or a list of frames."""
+    """Inputs → ``(list of clips, was_single)``: a clip is a ``(T, H, W, 3)`` array, a list of frames or
+    the path of a video file (:func:`~hf_vit_rollout.videos.read_video`)."""
+    from ..videos import is_video_file
+
+    if is_video_file(videos):
+        return [videos], True
+    if isinstance(videos, (list, tuple)) and videos and all(is_video_file(item) for item in videos):
+        return list(videos), False
     if hasattr(videos, "ndim"):
         if videos.ndim == 4:
             return [videos], True
@@ -281,8 +288,8 @@ def video_sources(videos) -> tuple[list, bool]:
         if all(isinstance(item, (list, tuple)) or getattr(item, "ndim", 0) == 4 for item in videos):
             return list(videos), False
     raise InputError(
-        "a video model takes a clip (a (T, H, W, 3) array, or a list of frames: paths, PIL images or (H, W, 3) "
-        f"arrays) or a list of clips; got {type(videos).__name__}"
+        "a video model takes a clip (a (T, H, W, 3) array, a list of frames: paths, PIL images or (H, W, 3) "
+        f"arrays, or a video file's path) or a list of clips; got {type(videos).__name__}"
     )
 
 
@@ -332,6 +339,10 @@ class VideoFamily:
 
         config = explainer.model.config
         where = where.replace("images[", "videos[")
+        if isinstance(source, (str, os.PathLike)):  # a video file: num_frames taken, evenly spaced
+            from ..videos import read_video
+
+            source = read_video(source, int(config.num_frames), f"{where} ({os.fspath(source)!r})")
         frames = list(source) if not hasattr(source, "ndim") else [f for f in source]
         frames = [load_image(f.numpy() if isinstance(f, torch.Tensor) else f, f"{where} frame {i}") for i, f in enumerate(frames)]
         if len(frames) != int(config.num_frames):
