@@ -18,6 +18,7 @@ Usage::
     python scripts/mutmut_run.py --module methods/chain.py --keep /tmp/mm --json chain.json
     # after adding tests: the listed mutants again, in the kept scratch copy (tests refreshed)
     python scripts/mutmut_run.py --module methods/chain.py --keep /tmp/mm --rerun chain.json
+    python scripts/mutmut_run.py --module methods/flow.py --keep /tmp/mm --rerun flow.json --select 'layered_graph'
 
 Per module it prints the counts (killed, survived, timeout, suspicious, skipped, no tests, ...),
 the wall time, the load average seen during the run (``/proc/loadavg`` every 10 s) and each
@@ -212,6 +213,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write every result (status, diffs, times) to this file")
     parser.add_argument("--rerun", type=Path,
                         help="a --json file of an earlier run: its survivors again, in the --keep folder")
+    parser.add_argument("--select", help="with --rerun: only the survivors whose name matches this regex")
     parser.add_argument("--max-children", type=int, default=1)
     args = parser.parse_args(argv)
     modules = args.module or list(TARGETS)
@@ -228,7 +230,8 @@ def main(argv=None) -> int:
         for module in modules:
             rerun = None
             if args.rerun:
-                rerun = [n for n, s in earlier[module]["results"].items() if s in ("survived", "suspicious", "timeout")]
+                rerun = [n for n, s in earlier[module]["results"].items() if s in ("survived", "suspicious", "timeout")
+                         and (not args.select or re.search(args.select, n))]
                 if not rerun:
                     print(f"== {module}: nothing to run again")
                     continue
