@@ -190,7 +190,7 @@ def test_progress_bar_over_sources(capsys):
     attentions = clustered_attention(2, 2, 7, 2, seed=4)
     attention_flow(attentions, progress=True)
     err = capsys.readouterr().err
-    assert "14/14" in err and "attention flow" in err and "source/s" in err
+    assert "14/14" in err and "attention flow: " in err and "source/s" in err
 
 
 def test_without_numba_the_scipy_solver_is_used(monkeypatch):
