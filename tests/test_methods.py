@@ -41,22 +41,27 @@ def ref_fuse(a: np.ndarray, fusion: str) -> np.ndarray:  # a: (H, N, N)
     return out
 
 
-def ref_layer(fused: np.ndarray, ratio: float) -> np.ndarray:
+def ref_discard(fused: np.ndarray, ratio: float, keep: int = 0) -> np.ndarray:
     n = fused.shape[0]
     flat = fused.flatten().copy()
     k = int(n * n * ratio)
     order = sorted(range(n * n), key=lambda idx: flat[idx])[:k]
     for idx in order:
-        if idx != 0:  # the class token's self-attention is kept
+        if idx != keep * n + keep:  # the kept token's (the class token's) self-attention stays
             flat[idx] = 0.0
-    a = flat.reshape(n, n)
+    return flat.reshape(n, n)
+
+
+def ref_layer(fused: np.ndarray, ratio: float, keep: int = 0) -> np.ndarray:
+    n = fused.shape[0]
+    a = ref_discard(fused, ratio, keep)
     a = 0.5 * a + 0.5 * np.eye(n)
     for i in range(n):
         a[i, :] = a[i, :] / sum(a[i, :])
     return a
 
 
-def ref_rollout(attentions, fusion, ratio, grads=None, rule="rollout"):
+def ref_rollout(attentions, fusion, ratio, grads=None, rule="rollout", keep=0):
     batch, _, n, _ = attentions[0].shape
     out = np.zeros((batch, n, n))
     for b in range(batch):
@@ -67,9 +72,9 @@ def ref_rollout(attentions, fusion, ratio, grads=None, rule="rollout"):
                 m = ref_layer(ref_fuse(a, fusion), ratio)
             elif rule == "grad":
                 weighted = ref_fuse(a * grads[layer][b].double().numpy(), fusion)
-                m = ref_layer(np.maximum(weighted, 0), ratio)
+                m = ref_layer(np.maximum(weighted, 0), ratio, keep)
             else:  # gae: R <- R + mean_h(max(grad * A, 0)) @ R
-                cam = ref_fuse(np.maximum(a * grads[layer][b].double().numpy(), 0), fusion)
+                cam = ref_discard(ref_fuse(np.maximum(a * grads[layer][b].double().numpy(), 0), fusion), ratio, keep)
                 result = result + cam @ result
                 continue
             result = m @ result
@@ -152,6 +157,22 @@ def test_gae_matches_chefer_update_rule():
     grads = random_grads(attentions)
     ours = gae(attentions, grads).double().numpy()
     np.testing.assert_allclose(ours, ref_rollout(attentions, "mean", 0.0, grads, "gae"), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["grad", "gae"])
+def test_gradient_methods_honour_start_layer_kept_token_and_fusion(rule):
+    # the chain starts at start_layer (earlier layers left out), the kept token's self-attention
+    # survives the discard, and the heads are fused as asked, against the loops above
+    attentions = random_attention(tokens=6, layers=4, seed=5)
+    grads = random_grads(attentions, seed=6)
+    function = {"grad": gradient_rollout, "gae": gae}[rule]
+    settings = dict(head_fusion="max", discard_ratio=0.5, keep_index=3, start_layer=2)
+    ours = function(attentions, grads, **settings).double().numpy()
+    expected = ref_rollout(attentions[2:], "max", 0.5, grads[2:], rule, keep=3)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    for change in ({"keep_index": 0}, {"head_fusion": "mean"}, {"start_layer": 0}):
+        other = function(attentions, grads, **{**settings, **change}).double().numpy()
+        assert np.abs(other - ours).max() > 1e-3, change  # each setting matters on these inputs
 
 
 def test_gradients_are_paired_with_their_own_layer():
