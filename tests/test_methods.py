@@ -16,6 +16,7 @@ from hf_vit_rollout.methods import (
     gradient_rollout,
     kth_smallest,
     rollout_layer,
+    token_relevance,
 )
 from hf_vit_rollout.methods.chain import ChainFold
 
@@ -69,7 +70,7 @@ def ref_rollout(attentions, fusion, ratio, grads=None, rule="rollout", keep=0):
         for layer, att in enumerate(attentions):
             a = att[b].double().numpy()
             if rule == "rollout":
-                m = ref_layer(ref_fuse(a, fusion), ratio)
+                m = ref_layer(ref_fuse(a, fusion), ratio, keep)
             elif rule == "grad":
                 weighted = ref_fuse(a * grads[layer][b].double().numpy(), fusion)
                 m = ref_layer(np.maximum(weighted, 0), ratio, keep)
@@ -157,6 +158,26 @@ def test_gae_matches_chefer_update_rule():
     grads = random_grads(attentions)
     ours = gae(attentions, grads).double().numpy()
     np.testing.assert_allclose(ours, ref_rollout(attentions, "mean", 0.0, grads, "gae"), rtol=1e-5, atol=1e-6)
+
+
+def test_attention_rollout_honours_start_layer_and_the_kept_token():
+    attentions = random_attention(tokens=6, layers=4, seed=7)
+    settings = dict(head_fusion="max", discard_ratio=0.5, keep_index=3, start_layer=2)
+    ours = attention_rollout(attentions, **settings).double().numpy()
+    np.testing.assert_allclose(ours, ref_rollout(attentions[2:], "max", 0.5, keep=3), rtol=1e-5, atol=1e-6)
+    for change in ({"keep_index": 0}, {"start_layer": 0}):
+        other = attention_rollout(attentions, **{**settings, **change}).double().numpy()
+        assert np.abs(other - ours).max() > 1e-3, change  # each setting matters on these inputs
+
+
+def test_token_relevance_weighs_the_rollouts_rows():
+    generator = torch.Generator().manual_seed(8)
+    rollout = torch.rand(2, 5, 5, dtype=torch.float64, generator=generator)
+    weights = torch.rand(5, generator=generator)  # float32 weights over a float64 rollout
+    relevance = token_relevance(rollout, weights)
+    assert relevance.dtype == torch.float64
+    expected = np.stack([weights.double().numpy() @ r for r in rollout.numpy()])
+    np.testing.assert_allclose(relevance.numpy(), expected, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("rule", ["grad", "gae"])
