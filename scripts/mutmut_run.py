@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", type=Path, help="scratch folder to keep (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, help="write every result (status, diffs, times) to this file")
     parser.add_argument("--rerun", type=Path,
-                        help="a --json file of an earlier run: its survivors again, in the --keep folder")
+                        help="a --json file of an earlier run: its survivors (and untested mutants) again, in the --keep folder")
     parser.add_argument("--select", help="with --rerun: only the survivors whose name matches this regex")
     parser.add_argument("--max-children", type=int, default=1)
     args = parser.parse_args(argv)
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         for module in modules:
             rerun = None
             if args.rerun:
-                rerun = [n for n, s in earlier[module]["results"].items() if s in ("survived", "suspicious", "timeout")
+                rerun = [n for n, s in earlier[module]["results"].items() if s in ("survived", "suspicious", "timeout", "no tests")
                          and (not args.select or re.search(args.select, n))]
                 if not rerun:
                     print(f"== {module}: nothing to run again")

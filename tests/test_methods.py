@@ -170,15 +170,6 @@ def test_attention_rollout_honours_start_layer_and_the_kept_token():
         assert np.abs(other - ours).max() > 1e-3, change  # each setting matters on these inputs
 
 
-def test_rollout_layer_keeps_float64_precision():
-    attention = random_attention(tokens=6, layers=1, seed=9)[0].double()
-    layer = rollout_layer(attention, "max", 0.5)
-    assert layer.dtype == torch.float64
-    for b in range(2):
-        expected = ref_layer(ref_fuse(attention[b].numpy(), "max"), 0.5)
-        np.testing.assert_allclose(layer[b].numpy(), expected, rtol=1e-12, atol=1e-15)
-
-
 def test_token_relevance_weighs_the_rollouts_rows():
     generator = torch.Generator().manual_seed(8)
     rollout = torch.rand(2, 5, 5, dtype=torch.float64, generator=generator)
