@@ -11,6 +11,7 @@ import torch
 from hf_vit_rollout.methods import METHODS, SCIPY_FLOW_SCALE, attention_flow, flow_error_bound, rollout_layer
 from hf_vit_rollout.methods import flow as flow_module
 from hf_vit_rollout.methods.flow import (
+    flow_from_layers,
     integer_capacities,
     integer_max_flows,
     layered_graph,
@@ -20,9 +21,9 @@ from hf_vit_rollout.methods.flow import (
 from hf_vit_rollout.testing import clustered_attention
 
 
-def reference_flow(attentions, head_fusion="mean", discard_ratio=0.0, output_weights=None):
+def reference_flow(attentions, head_fusion="mean", discard_ratio=0.0, output_weights=None, keep_index=0):
     """Straightforward definition: one networkx graph, one max-flow per input token, float capacities."""
-    layers = [rollout_layer(a, head_fusion, discard_ratio).double().numpy() for a in attentions]
+    layers = [rollout_layer(a, head_fusion, discard_ratio, keep_index).double().numpy() for a in attentions]
     batch, _, n, _ = attentions[0].shape
     if output_weights is None:
         output_weights = np.eye(n)[0]
@@ -120,12 +121,38 @@ def test_flow_is_not_the_trivial_bound_on_clustered_graphs():
     assert np.abs(ours - trivial).max() > 0.1
 
 
-def test_flow_with_mean_pooled_output():
+@pytest.mark.parametrize("solver", ["push_relabel", "dinic"])
+def test_flow_with_mean_pooled_output(solver):
     attentions = clustered_attention(1, 2, 6, 3, groups=2, seed=5)
     weights = torch.tensor([0.0, 0.2, 0.2, 0.2, 0.2, 0.2])
-    ours = attention_flow(attentions, keep_index=None, output_weights=weights).double().numpy()
+    ours = attention_flow(attentions, keep_index=None, output_weights=weights, solver=solver).double().numpy()
     expected, num_edges = reference_flow(attentions, output_weights=weights.numpy())
-    np.testing.assert_allclose(ours, expected, atol=flow_error_bound(num_edges) + 1e-6)
+    scale = {"push_relabel": flow_module.FLOW_SCALE, "dinic": SCIPY_FLOW_SCALE}[solver]
+    assert flow_error_bound(num_edges, scale) < 1e-6  # the documented bound is a tight tolerance
+    np.testing.assert_allclose(ours, expected, atol=flow_error_bound(num_edges, scale) + 1e-6)
+
+
+def test_the_kept_token_survives_the_discard():
+    attentions = clustered_attention(1, 2, 8, 3, groups=3, seed=3)
+    kept_2 = attention_flow(attentions, discard_ratio=0.9, keep_index=2).double().numpy()
+    expected, num_edges = reference_flow(attentions, discard_ratio=0.9, keep_index=2)
+    np.testing.assert_allclose(kept_2, expected, atol=flow_error_bound(num_edges) + 1e-6)
+    # the default keeps the class token (0), as rollout does
+    default = attention_flow(attentions, discard_ratio=0.9).double().numpy()
+    np.testing.assert_allclose(default, reference_flow(attentions, discard_ratio=0.9)[0], atol=1e-6)
+    assert np.abs(kept_2 - default).max() > 1e-3
+
+
+def test_flow_from_layers_defaults_to_the_exact_solver_without_a_bar(capsys):
+    attentions = clustered_attention(2, 2, 7, 2, seed=8)
+    layers = [rollout_layer(a) for a in attentions]
+    weights = torch.zeros(7)
+    weights[0] = 1.0
+    flows = flow_from_layers(layers, weights)
+    torch.testing.assert_close(flows, attention_flow(attentions, solver="push_relabel"))
+    np.testing.assert_allclose(flows.double().numpy(), reference_flow(attentions)[0], atol=1e-6)
+    attention_flow(attentions)
+    assert capsys.readouterr().err == ""
 
 
 def test_flow_batch_entries_are_independent():
@@ -149,19 +176,21 @@ def test_flow_method_defaults_to_the_papers_definition():
     assert METHODS["flow"].default_discard_ratio == 0.0
 
 
-def test_progress_counts_every_source_once_including_skipped_ones():
+@pytest.mark.parametrize("solver", ["push_relabel", "dinic"])
+def test_progress_counts_every_source_once_including_skipped_ones(solver):
     attentions = clustered_attention(1, 2, 10, 3, seed=2)
     layers = [rollout_layer(a)[0].double().numpy() for a in attentions]
     layers[0][:, 4] = 0.0  # token 4 has no outgoing capacity: flow 0, skipped
     calls = []
-    flows = max_flows_to_sink(layers, np.eye(10)[0], calls.append)
+    flows = max_flows_to_sink(layers, np.eye(10)[0], calls.append, solver=solver)
     assert sum(calls) == 10 and flows[4] == 0.0 and (flows[np.arange(10) != 4] > 0).all()
 
 
 def test_progress_bar_over_sources(capsys):
     attentions = clustered_attention(2, 2, 7, 2, seed=4)
     attention_flow(attentions, progress=True)
-    assert "14/14" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "14/14" in err and "attention flow: " in err and "source/s" in err
 
 
 def test_without_numba_the_scipy_solver_is_used(monkeypatch):
@@ -171,6 +200,19 @@ def test_without_numba_the_scipy_solver_is_used(monkeypatch):
     torch.testing.assert_close(attention_flow(attentions), fast, atol=1e-5, rtol=0)
     with pytest.raises(RuntimeError, match="needs numba"):
         integer_max_flows(np.zeros((1, 2, 2), dtype=np.int64), np.zeros(2, dtype=np.int64), [0])
+
+
+def test_a_failed_numba_import_falls_back_to_scipy(monkeypatch, caplog):
+    import sys
+
+    attentions = clustered_attention(1, 2, 9, 3, seed=9)
+    fast = attention_flow(attentions)
+    monkeypatch.setattr(flow_module, "_KERNEL", False)  # not looked up yet
+    monkeypatch.setitem(sys.modules, "hf_vit_rollout.methods._flow_kernel", None)  # importing it fails
+    monkeypatch.delattr(sys.modules["hf_vit_rollout.methods"], "_flow_kernel")
+    with caplog.at_level("WARNING", logger="hf_vit_rollout"):
+        torch.testing.assert_close(attention_flow(attentions), fast, atol=1e-5, rtol=0)
+    assert flow_module._KERNEL is None and "numba is not available" in caplog.text
 
 
 def test_kernel_compiles_without_cache_when_no_cache_directory_is_usable(monkeypatch):
@@ -194,11 +236,32 @@ def test_source_order_is_a_permutation():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"solver": "edmonds"}, "unknown solver 'edmonds'"), ({"workers": 0}, "workers must be a positive integer")],
+    [({"solver": "edmonds"}, "unknown solver 'edmonds'"), ({"workers": 0}, "workers must be a positive integer"),
+     ({"workers": True}, "workers must be a positive integer"), ({"workers": 2.0}, "workers must be a positive integer")],
 )
 def test_bad_solver_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         attention_flow(clustered_attention(1, 2, 5, 2), **kwargs)
+
+
+def test_integer_capacities_follow_their_definition():
+    # c -> floor(min(c, 1)·scale) in int64; edges into a last-layer token that cannot reach the sink are cut
+    layers = [np.array([[0.5, 1.5], [0.25, 0.75]], dtype=np.float32), np.array([[0.3, 0.7], [0.6, 0.4]])]
+    weights = np.array([1.0, 0.0])
+    capacity, top = integer_capacities(layers, weights, scale=2**20)
+    assert capacity.dtype == np.int64 and top.dtype == np.int64
+    expected = np.floor(np.minimum(np.stack([np.asarray(a, dtype=np.float64) for a in layers]), 1.0) * 2**20)
+    expected[-1][1] = 0  # token 1 of the last layer has output weight 0
+    np.testing.assert_array_equal(capacity, expected.astype(np.int64))
+    np.testing.assert_array_equal(top, [2**20, 0])
+
+
+def test_scipy_graph_refuses_a_scale_past_int32():
+    layers = [np.full((3, 3), 1 / 3)]
+    graph, sink = layered_graph(layers, np.eye(3)[0], scale=2**30)
+    assert graph[0, 3] == 2**30 // 3 and graph[3, sink] == 2**30  # (0, 0) -> (1, 0) and (1, 0) -> sink
+    with pytest.raises(ValueError, match="scale must be at most 2\\*\\*30"):
+        layered_graph(layers, np.eye(3)[0], scale=2**30 + 1)
 
 
 def test_mismatched_layer_shapes_are_refused():

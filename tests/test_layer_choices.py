@@ -104,8 +104,9 @@ def test_chain_fold_start_layer_out_of_range():
     fold = ChainFold(CLS, "backward", start_layer=4)
     with pytest.raises(ValueError, match="start_layer 4 is out of range: the model has 4 attention layers"):
         fold.start_backward(4)
-    with pytest.raises(ValueError, match="start_layer must be an integer >= 0"):
-        ChainFold(CLS, "forward", start_layer=-1)
+    for bad in (-1, True, 1.0):  # a bool or a float would index the layers as if it were an int
+        with pytest.raises(ValueError, match="start_layer must be an integer >= 0"):
+            ChainFold(CLS, "forward", start_layer=bad)
 
 
 def test_plot_heads_shows_every_head():

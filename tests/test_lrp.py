@@ -370,3 +370,21 @@ def test_the_identity_rule_passes_relevance_unchanged_and_nothing_through_a_zero
     (density,) = identity(grad, y, x)
     assert torch.isfinite(density).all() and density[0, 1] == 0
     torch.testing.assert_close(x * density, torch.where(x == 0, 0.0, y * grad))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_the_layer_norm_rule_is_the_gradient_with_the_std_held_constant(affine):
+    # AttnLRP's LayerNorm rule, with and without an affine weight (LayerNorm(elementwise_affine=False)),
+    # against autograd through (x − mean x) / std · w with std detached
+    from hf_vit_rollout.lrp.rules import layer_norm_std_constant
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+    grad = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+    weight = torch.randn(8, generator=g, dtype=torch.float64) if affine else None
+    (density,) = layer_norm_std_constant(weight, 1e-5)(grad, None, x)
+    leaf = x.clone().requires_grad_(True)
+    std = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + 1e-5)
+    y = (leaf - leaf.mean(dim=-1, keepdim=True)) / std
+    (y * weight if affine else y).backward(grad)
+    torch.testing.assert_close(density, leaf.grad, rtol=1e-12, atol=1e-12)

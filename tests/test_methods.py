@@ -16,6 +16,7 @@ from hf_vit_rollout.methods import (
     gradient_rollout,
     kth_smallest,
     rollout_layer,
+    token_relevance,
 )
 from hf_vit_rollout.methods.chain import ChainFold
 
@@ -41,22 +42,27 @@ def ref_fuse(a: np.ndarray, fusion: str) -> np.ndarray:  # a: (H, N, N)
     return out
 
 
-def ref_layer(fused: np.ndarray, ratio: float) -> np.ndarray:
+def ref_discard(fused: np.ndarray, ratio: float, keep: int = 0) -> np.ndarray:
     n = fused.shape[0]
     flat = fused.flatten().copy()
     k = int(n * n * ratio)
     order = sorted(range(n * n), key=lambda idx: flat[idx])[:k]
     for idx in order:
-        if idx != 0:  # the class token's self-attention is kept
+        if idx != keep * n + keep:  # the kept token's (the class token's) self-attention stays
             flat[idx] = 0.0
-    a = flat.reshape(n, n)
+    return flat.reshape(n, n)
+
+
+def ref_layer(fused: np.ndarray, ratio: float, keep: int = 0) -> np.ndarray:
+    n = fused.shape[0]
+    a = ref_discard(fused, ratio, keep)
     a = 0.5 * a + 0.5 * np.eye(n)
     for i in range(n):
         a[i, :] = a[i, :] / sum(a[i, :])
     return a
 
 
-def ref_rollout(attentions, fusion, ratio, grads=None, rule="rollout"):
+def ref_rollout(attentions, fusion, ratio, grads=None, rule="rollout", keep=0):
     batch, _, n, _ = attentions[0].shape
     out = np.zeros((batch, n, n))
     for b in range(batch):
@@ -64,12 +70,12 @@ def ref_rollout(attentions, fusion, ratio, grads=None, rule="rollout"):
         for layer, att in enumerate(attentions):
             a = att[b].double().numpy()
             if rule == "rollout":
-                m = ref_layer(ref_fuse(a, fusion), ratio)
+                m = ref_layer(ref_fuse(a, fusion), ratio, keep)
             elif rule == "grad":
                 weighted = ref_fuse(a * grads[layer][b].double().numpy(), fusion)
-                m = ref_layer(np.maximum(weighted, 0), ratio)
+                m = ref_layer(np.maximum(weighted, 0), ratio, keep)
             else:  # gae: R <- R + mean_h(max(grad * A, 0)) @ R
-                cam = ref_fuse(np.maximum(a * grads[layer][b].double().numpy(), 0), fusion)
+                cam = ref_discard(ref_fuse(np.maximum(a * grads[layer][b].double().numpy(), 0), fusion), ratio, keep)
                 result = result + cam @ result
                 continue
             result = m @ result
@@ -154,6 +160,42 @@ def test_gae_matches_chefer_update_rule():
     np.testing.assert_allclose(ours, ref_rollout(attentions, "mean", 0.0, grads, "gae"), rtol=1e-5, atol=1e-6)
 
 
+def test_attention_rollout_honours_start_layer_and_the_kept_token():
+    attentions = random_attention(tokens=6, layers=4, seed=7)
+    settings = dict(head_fusion="max", discard_ratio=0.5, keep_index=3, start_layer=2)
+    ours = attention_rollout(attentions, **settings).double().numpy()
+    np.testing.assert_allclose(ours, ref_rollout(attentions[2:], "max", 0.5, keep=3), rtol=1e-5, atol=1e-6)
+    for change in ({"keep_index": 0}, {"start_layer": 0}):
+        other = attention_rollout(attentions, **{**settings, **change}).double().numpy()
+        assert np.abs(other - ours).max() > 1e-3, change  # each setting matters on these inputs
+
+
+def test_token_relevance_weighs_the_rollouts_rows():
+    generator = torch.Generator().manual_seed(8)
+    rollout = torch.rand(2, 5, 5, dtype=torch.float64, generator=generator)
+    weights = torch.rand(5, generator=generator)  # float32 weights over a float64 rollout
+    relevance = token_relevance(rollout, weights)
+    assert relevance.dtype == torch.float64
+    expected = np.stack([weights.double().numpy() @ r for r in rollout.numpy()])
+    np.testing.assert_allclose(relevance.numpy(), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("rule", ["grad", "gae"])
+def test_gradient_methods_honour_start_layer_kept_token_and_fusion(rule):
+    # the chain starts at start_layer (earlier layers left out), the kept token's self-attention
+    # survives the discard, and the heads are fused as asked, against the loops above
+    attentions = random_attention(tokens=6, layers=4, seed=5)
+    grads = random_grads(attentions, seed=6)
+    function = {"grad": gradient_rollout, "gae": gae}[rule]
+    settings = dict(head_fusion="max", discard_ratio=0.5, keep_index=3, start_layer=2)
+    ours = function(attentions, grads, **settings).double().numpy()
+    expected = ref_rollout(attentions[2:], "max", 0.5, grads[2:], rule, keep=3)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    for change in ({"keep_index": 0}, {"head_fusion": "mean"}, {"start_layer": 0}):
+        other = function(attentions, grads, **{**settings, **change}).double().numpy()
+        assert np.abs(other - ours).max() > 1e-3, change  # each setting matters on these inputs
+
+
 def test_gradients_are_paired_with_their_own_layer():
     """With only layer ``l``'s gradient nonzero, every other layer's factor is the identity, so the
     result is layer ``l``'s own factor, built here from ``A_l`` and ``∇A_l``: a gradient paired
@@ -210,11 +252,57 @@ def test_chain_fold_equals_full_product_whatever_the_arrival_order(direction, bu
         assert fold.num_folded == expected_folds
 
 
+@pytest.mark.parametrize("buffer_bytes", [0, float("inf")])
+def test_forward_fold_of_a_merging_chain_weighs_its_last_maps_rows(buffer_bytes):
+    # (16 -> 16 -> 4) tokens: the output weights weigh the last map's 4 rows, held or folded
+    generator = torch.Generator().manual_seed(4)
+    maps = [torch.rand(2, 16, 16, generator=generator), torch.rand(2, 4, 16, generator=generator)]
+    weights = torch.rand(4, generator=generator)
+    fold = ChainFold(weights, "forward", buffer_bytes=buffer_bytes)
+    for layer, layer_map in enumerate(maps):
+        fold.add(layer, layer_map)
+    expected = torch.stack([weights @ m1 @ m0 for m0, m1 in zip(*maps)])
+    torch.testing.assert_close(fold.relevance(2), expected)
+    fold = ChainFold(torch.rand(16, generator=generator), "forward", buffer_bytes=buffer_bytes)
+    for layer, layer_map in enumerate(maps):
+        fold.add(layer, layer_map)
+    with pytest.raises(ValueError, match="the last layer has 4 output tokens but 16 output weights"):
+        fold.relevance(2)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_chain_fold_keeps_the_maps_precision(direction):
+    # float32 output weights (as the explainer makes them) over float64 maps: the fold runs in the
+    # maps' precision, so it matches the float64 product far below float32's resolution
+    generator = torch.Generator().manual_seed(3)
+    layers = [torch.rand(2, 6, 6, dtype=torch.float64, generator=generator) for _ in range(4)]
+    weights = torch.rand(6, generator=generator)
+    expected = torch.stack([weights.double() @ m3 @ m2 @ m1 @ m0 for m0, m1, m2, m3 in zip(*layers)])
+    fold = ChainFold(weights, direction)
+    if direction == "backward":
+        fold.start_backward(4)
+    for layer in (range(4) if direction == "forward" else range(3, -1, -1)):
+        fold.add(layer, layers[layer])
+    relevance = fold.relevance(4)
+    assert relevance.dtype == torch.float64
+    torch.testing.assert_close(relevance, expected, rtol=1e-12, atol=0)
+
+
 def test_chain_fold_refuses_incomplete_chains():
     fold = ChainFold(torch.ones(3) / 3, "forward")
     fold.add(0, torch.eye(3)[None])
     with pytest.raises(RuntimeError, match="incomplete"):
         fold.relevance(2)
+    # a map of a layer the model does not have is refused, not silently left out
+    for direction in ("forward", "backward"):
+        fold = ChainFold(torch.ones(3) / 3, direction)
+        fold.add(3, torch.eye(3)[None])
+        if direction == "backward":
+            fold.start_backward(2)
+        fold.add(1, torch.eye(3)[None])
+        fold.add(0, torch.eye(3)[None])
+        with pytest.raises(RuntimeError, match="1 out of order"):
+            fold.relevance(2)
     with pytest.raises(ValueError, match="twice"):
         fold.add(0, torch.eye(3)[None])
 

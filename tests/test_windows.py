@@ -223,11 +223,11 @@ def test_chain_refuses_maps_that_do_not_link(direction):
     if direction == "backward":
         fold.start_backward(2)
         fold.add(1, torch.rand(1, 4, 16))
-        with pytest.raises(ValueError, match="does not link to layer 1"):
+        with pytest.raises(ValueError, match="does not link to layer 1: it has 8 output tokens where layer 1 has 16"):
             fold.add(0, torch.rand(1, 8, 8))
     else:
         fold.add(0, torch.rand(1, 16, 16))
-        with pytest.raises(ValueError, match="does not link to layer 0"):
+        with pytest.raises(ValueError, match="does not link to layer 0: it has 8 input tokens where layer 0 has 16"):
             fold.add(1, torch.rand(1, 4, 8))
     with pytest.raises(ValueError, match="5 output tokens but 4 output weights"):
         other = ChainFold(torch.ones(4), "backward")
