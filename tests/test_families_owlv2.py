@@ -167,6 +167,9 @@ def test_range_errors_and_queries_are_required(folder):
         explainer(image, method="gae", detection=1)
     with pytest.raises(ValueError, match=r"OWL-ViT and OWLv2 explain one box's patch-token row per map, and attention flow"):
         explainer(image, method="flow", text=QUERIES, detection=1)
+    for method in ("transformer_attribution", "attnlrp", "cp_lrp", "libragrad"):
+        with pytest.raises(ValueError, match=rf"method '{method}' is not available here: the LRP rules cover .* OWL-ViT and OWLv2"):
+            explainer(image, method=method, text=QUERIES, detection=1)
 
 
 def test_model_state_is_restored_after_success_and_failure(folder):

@@ -306,6 +306,16 @@ class PatchDetectionLayout(DetectionLayout):
         for name, what in (("flow", "attention flow"), ("layer", "the raw-attention method"), ("sum", "LeGrad"))
     }
 
+    def method_refusal(self, spec, layer: int) -> str | None:
+        """The LRP methods: their rules cover ViT blocks and a classifier, not OWL's heads."""
+        if spec.rules is None:
+            return None
+        return (
+            "the LRP rules cover the vision tower's blocks and a linear classifier, but OWL-ViT and OWLv2 score a box "
+            "through their own heads (the patch state times the class token, a layer norm, a projection compared "
+            "with the text queries' embeddings), which have no rules yet; use rollout, grad_rollout or gae"
+        )
+
     def detection_weights(self, detections: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """``(B,)`` detection (= patch) indices → ``(B, N)`` one-hot rows on those patch tokens."""
         weights = torch.zeros(detections.shape[0], self.num_tokens, dtype=dtype, device=detections.device)
