@@ -62,7 +62,7 @@ TARGETS: dict[str, list[str]] = {
                                "tests/test_references.py"],
     "methods/legrad.py": ["tests/test_methods.py", "tests/test_legrad.py", "tests/test_references.py"],
     "methods/layers.py": ["tests/test_layer_choices.py", "tests/test_methods.py"],
-    "methods/attention.py": ["tests/test_layer_choices.py", "tests/test_explainer.py"],
+    "methods/attention.py": ["tests/test_layer_choices.py", "tests/test_explainer.py", "tests/test_methods.py"],
     "methods/_flow_kernel.py": ["tests/test_flow.py"],
     "stages.py": ["tests/test_explainer.py", "tests/test_references.py", "tests/test_lrp_explainer.py",
                   "tests/test_legrad.py", "tests/test_reliability.py"],

@@ -443,3 +443,70 @@ def test_rollout_layer_on_both_paths_equals_the_original_tools_formula(fusion, r
         torch.testing.assert_close(rollout_layer(attention, fusion), rollout_layer(attention, fusion, 0.0, 0))
         layers = [attention, attention.flip(-1)]
         torch.testing.assert_close(attention_rollout(layers, fusion), attention_rollout(layers, fusion, 0.0, 0, 0))
+
+
+# ------------------------------------------------------------------ mutmut survivors of attribution, legrad,
+# layers and attention (docs/testing.md)
+def test_transformer_attribution_fuses_heads_as_asked():
+    from hf_vit_rollout.methods.attribution import transformer_attribution
+
+    g = torch.Generator().manual_seed(7)
+    relevances = [torch.randn(2, 3, 5, 5, generator=g) for _ in range(3)]
+    grads = [torch.randn(2, 3, 5, 5, generator=g) for _ in range(3)]
+    for fusion, fuse in (("max", lambda t: t.amax(1)), ("min", lambda t: t.amin(1)), ("mean", lambda t: t.mean(1))):
+        expected = torch.eye(5).expand(2, 5, 5)
+        for r, d in zip(relevances, grads):  # R <- (I + fuse_h((∇A ⊙ R_A)+)) R, first layer first
+            expected = (torch.eye(5) + fuse((r * d).clamp(min=0))) @ expected
+        torch.testing.assert_close(transformer_attribution(relevances, grads, head_fusion=fusion), expected)
+
+
+def test_transformer_attribution_layer_protects_only_the_kept_token():
+    from hf_vit_rollout.methods.attribution import transformer_attribution_layer
+
+    relevance = torch.ones(1, 1, 4, 4) + torch.arange(16.0).reshape(1, 1, 4, 4)  # [0, 0] is the smallest entry
+    grad = torch.ones(1, 1, 4, 4)
+    kept = transformer_attribution_layer(relevance, grad, "mean", 0.25, keep_index=0)
+    unprotected = transformer_attribution_layer(relevance, grad, "mean", 0.25, keep_index=None)
+    assert float(kept[0, 0, 0]) == 2.0  # 1 (identity) + its own value, never discarded
+    assert float(unprotected[0, 0, 0]) == 1.0  # discarded with the other three smallest: identity only
+
+
+@pytest.mark.parametrize("name", ["legrad_layer", "raw_attention_layer"])
+def test_layer_functions_fuse_heads_by_the_mean_by_default(name):
+    import importlib
+
+    module = "hf_vit_rollout.methods." + ("legrad" if name == "legrad_layer" else "attention")
+    function = getattr(importlib.import_module(module), name)
+    a = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    if name == "legrad_layer":
+        torch.testing.assert_close(function(None, a - 0.5), (a - 0.5).clamp(min=0).mean(1).mean(-2))
+    else:
+        torch.testing.assert_close(function(a), a.mean(1))
+
+
+def test_attention_maps_keep_a_float64_models_precision():
+    from hf_vit_rollout.methods.attention import head_maps, raw_attention
+
+    a = torch.rand(1, 2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    weights = torch.tensor([1.0, 0.0, 0.0])  # float32, as layouts make them
+    torch.testing.assert_close(head_maps(a, weights), a[:, :, 0])
+    assert head_maps(a, weights).dtype == torch.float64
+    torch.testing.assert_close(raw_attention([a.float()], weights), a.float().mean(1)[:, 0])
+    torch.testing.assert_close(raw_attention([a], weights.double()), a.float().mean(1)[:, 0])  # float64 weights too
+
+
+@pytest.mark.parametrize(
+    "check,args,message",
+    [
+        ("check_layer", (5, 3), "layer 5 is out of range: the model has 3 attention layers (0 to 2, or -1 to -3 from the end)"),
+        ("check_head", (4, 2), "head 4 is out of range: the model's attention layers have 2 heads (0 to 1); pass head=None to fuse them"),
+        ("check_start_layer", (-4, 3), "start_layer -4 is out of range: the model has 3 attention layers, so start_layer must "
+                                       "lie in 0 to 2 (or -1 to -3 from the end)"),
+    ],
+)
+def test_range_errors_name_the_valid_range_exactly(check, args, message):
+    from hf_vit_rollout.methods import layers
+
+    with pytest.raises(ValueError) as caught:
+        getattr(layers, check)(*args)
+    assert str(caught.value) == message
