@@ -178,12 +178,18 @@ class Family:
         image = load_image(source, where)
         processor = explainer.image_processor
         try:
-            pixel_values = processor(images=shrink_for_processor(image, processor), return_tensors="pt")["pixel_values"][0]
+            out = processor(images=shrink_for_processor(image, processor), return_tensors="pt")
         except Exception as exc:  # processors raise many types for odd images
             raise ValueError(f"the image processor could not prepare {where}: {exc}") from exc
+        pixel_values = out["pixel_values"][0]
         layout = explainer.layout(tuple(pixel_values.shape[-2:]))
         placement = Placement.of(processor, image.size, explainer.patch_size, layout.grid_size)
-        return PreparedImage(image, pixel_values, placement, target)
+        return PreparedImage(image, pixel_values, placement, target, self.extra_inputs(out, pixel_values))
+
+    def extra_inputs(self, processed, pixel_values) -> dict | None:
+        """Model inputs of one image besides ``pixel_values``, from the processor's output
+        ``processed`` (batch of one), unbatched; ``None`` for most families (DETR: its ``pixel_mask``)."""
+        return None
 
     def forward(self, explainer, batch, request, positions):
         """The forward pass of ``batch`` (images of one input size) when this family's relevance does not

@@ -187,22 +187,11 @@ class DetrFamily(YolosFamily):
         return type(outputs).__name__.startswith("ConditionalDetr")
 
     # ------------------------------------------------------------------------------- stages
-    def prepare(self, explainer, source, target, where):
-        """One image → ``pixel_values (C, H, W)`` and ``inputs = {pixel_mask (H, W)}`` (1 on the image, 0 on padding)."""
-        from ..images import PreparedImage, load_image
-        from ..placement import Placement, shrink_for_processor
-
-        image = load_image(source, where)
-        processor = explainer.image_processor
-        try:
-            out = processor(images=shrink_for_processor(image, processor), return_tensors="pt")
-        except Exception as exc:  # processors raise many types for odd images
-            raise ValueError(f"the image processor could not prepare {where}: {exc}") from exc
-        pixel_values = out["pixel_values"][0]
-        mask = out["pixel_mask"][0] if "pixel_mask" in out else torch.ones(pixel_values.shape[-2:], dtype=torch.long)
-        layout = explainer.layout(tuple(pixel_values.shape[-2:]))
-        placement = Placement.of(processor, image.size, explainer.patch_size, layout.grid_size)
-        return PreparedImage(image, pixel_values, placement, target, {"pixel_mask": mask})
+    def extra_inputs(self, processed, pixel_values) -> dict:
+        """``{pixel_mask (H, W)}``: 1 on the image, 0 on the processor's padding (all 1 without padding)."""
+        if "pixel_mask" in processed:
+            return {"pixel_mask": processed["pixel_mask"][0]}
+        return {"pixel_mask": torch.ones(pixel_values.shape[-2:], dtype=torch.long)}
 
     def forward(self, explainer, batch: list, request, positions: list[int]) -> list:
         """One forward pass for ``batch`` (images of one input size) under capture, then per rank of
