@@ -240,19 +240,17 @@ class DenseFamily(Family):
         if not self.has_regions(explainer.model):
             return None
         segmenter = self.is_segmenter(explainer.model)
-        if segmenter:
-            logits = outputs.logits  # (B, C, H_o, W_o)
-            depth = logits[:, 0]  # its size and device; the class is chosen per image below
-        else:
-            depth = outputs.predicted_depth
-            if depth.dim() == 4:
-                depth = depth.squeeze(1)
+        # (B, C, H_o, W_o) class logits, the class chosen per image below; else (B, H_o, W_o) depth
+        dense = outputs.logits if segmenter else outputs.predicted_depth
+        if not segmenter and dense.dim() == 4:
+            dense = dense.squeeze(1)
+        device = dense.device
         input_size = tuple(batch[0].pixel_values.shape[-2:])
         in_h, in_w = input_size
-        dep_h, dep_w = depth.shape[-2:]
+        dep_h, dep_w = dense.shape[-2:]
         patch_h, patch_w = explainer.patch_size
         gh, gw = layout.grid_size
-        rows = torch.zeros(len(batch), layout.num_tokens, device=depth.device)
+        rows = torch.zeros(len(batch), layout.num_tokens, device=device)
         masks, explained, classes, majority = [], [], [], []
         for b, prepared in enumerate(batch):
             where = f"images[{b}]" if prepared.placement is not None else f"pixel_values[{b}]"
@@ -264,20 +262,20 @@ class DenseFamily(Family):
                     "none inside it, or it is thinner than one depth pixel); give a larger region, or one inside the crop"
                 )
             if segmenter:
-                votes = logits[b].detach().argmax(0)[torch.from_numpy(mask).to(logits.device)]
-                majority.append(int(torch.bincount(votes, minlength=logits.shape[1]).argmax()))
+                votes = dense[b].detach().argmax(0)[torch.from_numpy(mask).to(device)]
+                majority.append(int(torch.bincount(votes, minlength=dense.shape[1]).argmax()))
                 target = prepared.target
                 classes.append(majority[-1] if target is None else explainer.resolve_target(target))
             masks.append(torch.from_numpy(mask))
             cells = inside((np.arange(gh) + 0.5) * patch_h, (np.arange(gw) + 0.5) * patch_w)
             if not cells.any():  # smaller than a patch: the patch under its centre
                 cells[int(np.clip(cy // patch_h, 0, gh - 1)), int(np.clip(cx // patch_w, 0, gw - 1))] = True
-            flat = torch.from_numpy(cells.reshape(-1)).to(depth.device)
+            flat = torch.from_numpy(cells.reshape(-1)).to(device)
             rows[b, layout.num_prefix_tokens :][flat] = 1.0 / int(flat.sum())
-        masks = torch.stack(masks).to(depth.device)
-        if segmenter:
-            depth = logits[torch.arange(len(batch), device=logits.device), torch.tensor(classes, device=logits.device)]
-        scores = reduce_region(depth, masks, request.region_reduce or "mean")
+        masks = torch.stack(masks).to(device)
+        if segmenter:  # each image's class: (B, H_o, W_o)
+            dense = dense[torch.arange(len(batch), device=device), torch.tensor(classes, device=device)]
+        scores = reduce_region(dense, masks, request.region_reduce or "mean")
         for b, prepared in enumerate(batch):
             region = request.region
             if isinstance(region, RegionMask):
