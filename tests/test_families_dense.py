@@ -441,3 +441,17 @@ def test_the_app_names_a_segmenters_class_in_its_caption(segmenter):
     assert caption == f"gae · {want.label!r}, mean logit {want.score:.4g}, over the region (0, 0, 30, 20)"
     with pytest.raises(gr.Error, match="lies outside"):
         explain(ModelChoice(("demo", segmenter)), Image.fromarray(_images()[0]), segmenter, {**settings, "region": (100, 100, 120, 130)})
+
+
+def test_evaluate_and_data_sets_refuse_a_segmenter_with_the_reason(segmenter):
+    from hf_vit_rollout import evaluate
+    import datasets
+    from PIL import Image
+
+    from hf_vit_rollout.datasets import explain_dataset
+
+    explainer = RolloutExplainer.from_pretrained(segmenter)
+    for door, call in (("evaluate", lambda: evaluate(explainer, _images()[:1], methods=["rollout"])),
+                       ("explain_dataset", lambda: explain_dataset(datasets.Dataset.from_dict({"image": [Image.fromarray(_images()[0])]}), explainer))):
+        with pytest.raises(UnsupportedModelError, match=rf"{door} works with image classifiers .* is a dense model"):
+            call()

@@ -426,3 +426,17 @@ def test_gae_under_no_grad_and_with_frozen_weights(folder):
         explainer(image, method="gae", detection=2)
     explainer(image, method="rollout", detection=2)  # needs no gradient
     assert not any(p.requires_grad for p in explainer.model.parameters())
+
+
+def test_evaluate_and_data_sets_refuse_detr_with_the_reason(folder):
+    from hf_vit_rollout import evaluate
+    import datasets
+    from PIL import Image
+
+    from hf_vit_rollout.datasets import explain_dataset
+
+    explainer = RolloutExplainer.from_pretrained(folder)
+    for door, call in (("evaluate", lambda: evaluate(explainer, _images()[:1], methods=["rollout"])),
+                       ("explain_dataset", lambda: explain_dataset(datasets.Dataset.from_dict({"image": [Image.fromarray(_images()[0])]}), explainer))):
+        with pytest.raises(UnsupportedModelError, match=rf"{door} works with image classifiers .* is a detector"):
+            call()

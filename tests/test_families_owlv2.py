@@ -243,3 +243,17 @@ def test_an_explanation_saves_and_loads_with_its_padded_placement(folder, tmp_pa
     again = Explanation.load(explanation.save(tmp_path / "saved"))
     assert again == explanation and again.placement == explanation.placement
     np.testing.assert_array_equal(again.heatmap_at((60, 40)), explanation.heatmap)
+
+
+def test_evaluate_and_data_sets_refuse_owlv2_with_the_reason(folder):
+    from hf_vit_rollout import UnsupportedModelError, evaluate
+    import datasets
+    from PIL import Image
+
+    from hf_vit_rollout.datasets import explain_dataset
+
+    explainer = RolloutExplainer.from_pretrained(folder)
+    for door, call in (("evaluate", lambda: evaluate(explainer, _images()[:1], methods=["rollout"])),
+                       ("explain_dataset", lambda: explain_dataset(datasets.Dataset.from_dict({"image": [Image.fromarray(_images()[0])]}), explainer))):
+        with pytest.raises(UnsupportedModelError, match=rf"{door} works with image classifiers .* is a detector"):
+            call()

@@ -343,3 +343,18 @@ def test_the_app_explains_an_animated_gif_as_a_clip(saved, tmp_path):
 def test_other_attention_types_are_refused_when_they_load(tmp_path, kind):
     with pytest.raises(UnsupportedModelError, match=f"attention_type={kind!r}"):
         RolloutExplainer.from_pretrained(_save(tmp_path, attention_type=kind))
+
+
+def test_evaluate_and_data_sets_refuse_timesformer_with_the_reason(saved):
+    from hf_vit_rollout import UnsupportedModelError, evaluate
+    import datasets
+    from PIL import Image
+
+    from hf_vit_rollout.datasets import explain_dataset
+
+    explainer = RolloutExplainer.from_pretrained(saved)
+    frame = _clips(1)[0][0]
+    for door, call in (("evaluate", lambda: evaluate(explainer, [frame], methods=["rollout"])),
+                       ("explain_dataset", lambda: explain_dataset(datasets.Dataset.from_dict({"image": [Image.fromarray(frame)]}), explainer))):
+        with pytest.raises(UnsupportedModelError, match=rf"{door} works with image classifiers .* is a video model"):
+            call()
